@@ -1,0 +1,29 @@
+"""rio_rt: Mixture-of-Experts inference with latent reasoning, on a Rust core.
+
+The native module ``rio_rt._rio_rt`` does the work; this package gives it a typed Python face.
+"""
+from __future__ import annotations
+
+from rio_rt._rio_rt import (
+    CheckpointError,
+    ConfigError,
+    RioError,
+    __version__,
+    cpu_features,
+    num_threads,
+    set_max_isa,
+    set_num_threads,
+)
+from rio_rt import ops
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "RioError",
+    "__version__",
+    "cpu_features",
+    "num_threads",
+    "ops",
+    "set_max_isa",
+    "set_num_threads",
+]

@@ -1,0 +1,14 @@
+//! rio-cpu: the CPU backend.
+//!
+//! - `features`: which SIMD paths this CPU (and OS) offers, detected once at run time;
+//! - `gemm`: `x · wᵀ` microkernels per instruction set, and their plain reference twin;
+//! - `moe`: router, dispatch, grouped GEMM, SwiGLU, combine, and the whole block;
+//! - `threads`: the worker pool every parallel kernel runs on;
+//! - `backend`: [`CpuBackend`], the `rio_core::Backend` implementation tying these together.
+pub mod backend;
+pub mod features;
+pub mod gemm;
+pub mod moe;
+pub mod threads;
+
+pub use backend::CpuBackend;

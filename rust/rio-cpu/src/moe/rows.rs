@@ -1,0 +1,95 @@
+//! Moving activation rows between the caller's tensors and the kernels' contiguous buffers.
+use rio_core::{bf16, f16, DType, Error, Result, Tensor, TensorMut, TensorRef};
+
+use crate::gemm::MatRef;
+
+/// Rows of `x [T, H]` in `dtype`, contiguous: row `p` is `x[order[p] / per_row]` when an order is
+/// given (the dispatch gather), or `x[p]` otherwise.
+pub fn gather(x: &TensorRef<'_>, order: Option<&[u32]>, per_row: usize, dtype: DType) -> Result<Tensor> {
+    let src = MatRef::from_tensor(x, "x")?;
+    let h = src.cols;
+    let n = order.map_or(src.rows, |o| o.len());
+    let mut out = Tensor::zeros(dtype, &[n, h]);
+    let row_of = |p: usize| order.map_or(p, |o| o[p] as usize / per_row);
+    match dtype {
+        DType::BF16 => {
+            for (p, dst) in out.as_mut_slice::<bf16>().chunks_exact_mut(h.max(1)).enumerate().take(n) {
+                convert_row(src, row_of(p), dst);
+            }
+        }
+        DType::F32 => {
+            for (p, dst) in out.as_mut_slice::<f32>().chunks_exact_mut(h.max(1)).enumerate().take(n) {
+                convert_row(src, row_of(p), dst);
+            }
+        }
+        other => return Err(Error::Unsupported(format!("activations in {other}"))),
+    }
+    Ok(out)
+}
+
+/// A destination element type for [`convert_row`].
+pub trait RowElement: Copy {
+    fn from_f32(v: f32) -> Self;
+    fn from_bf16(v: bf16) -> Self;
+}
+impl RowElement for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn from_bf16(v: bf16) -> Self {
+        v.to_f32()
+    }
+}
+impl RowElement for bf16 {
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+    fn from_bf16(v: bf16) -> Self {
+        v
+    }
+}
+
+/// Row `r` of `src`, converted (round to nearest even) into `dst`.
+pub fn convert_row<T: RowElement>(src: MatRef<'_>, r: usize, dst: &mut [T]) {
+    match src.dtype {
+        DType::BF16 => dst.iter_mut().zip(src.row::<bf16>(r)).for_each(|(d, &s)| *d = T::from_bf16(s)),
+        DType::F32 => dst.iter_mut().zip(src.row::<f32>(r)).for_each(|(d, &s)| *d = T::from_f32(s)),
+        DType::F16 => dst.iter_mut().zip(src.row::<f16>(r)).for_each(|(d, &s)| *d = T::from_f32(s.to_f32())),
+        _ => unreachable!("callers check for float dtypes"),
+    }
+}
+
+/// Checks an output tensor: contiguous, float, of the given shape.
+pub fn expect_output(out: &TensorMut<'_>, arg: &str, shape: &[usize]) -> Result<()> {
+    out.as_ref().expect_dtype(arg, &[DType::BF16, DType::F16, DType::F32])?;
+    if out.shape() != shape {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        return Err(Error::shape(arg, format!("({})", dims.join(", ")), out.shape()));
+    }
+    if !out.is_contiguous() {
+        return Err(Error::value(arg, "must be contiguous"));
+    }
+    Ok(())
+}
+
+/// Writes f32 results into `out`, rounding to its dtype.
+pub fn store(src: &[f32], out: &mut TensorMut<'_>) -> Result<()> {
+    match out.dtype() {
+        DType::F32 => out.as_mut_slice::<f32>().expect("checked contiguous").copy_from_slice(src),
+        DType::BF16 => out.as_mut_slice::<bf16>().expect("checked contiguous").iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_f32(s)),
+        DType::F16 => out.as_mut_slice::<f16>().expect("checked contiguous").iter_mut().zip(src).for_each(|(d, &s)| *d = f16::from_f32(s)),
+        other => return Err(Error::dtype("out", "float32, float16 or bfloat16", other)),
+    }
+    Ok(())
+}
+
+/// Splits `buf` into consecutive mutable runs of `offsets[e+1] - offsets[e]` rows of `row_len`.
+pub fn split_rows_mut<'a, T>(mut buf: &'a mut [T], offsets: &[u32], row_len: usize) -> Vec<&'a mut [T]> {
+    let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
+    for pair in offsets.windows(2) {
+        let (head, tail) = buf.split_at_mut((pair[1] - pair[0]) as usize * row_len);
+        parts.push(head);
+        buf = tail;
+    }
+    parts
+}

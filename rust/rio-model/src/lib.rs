@@ -1,0 +1,1 @@
+//! rio-model: checkpoint folders (config, memory-mapped safetensors shards) and model definitions.

@@ -1,0 +1,1 @@
+//! rio-provenance: does a checkpoint fit a linear blend of candidate parent checkpoints?
