@@ -15,10 +15,13 @@ from rio_rt._rio_rt import (
     set_num_threads,
 )
 from rio_rt import ops
+from rio_rt.model import Model, ModelCache
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "Model",
+    "ModelCache",
     "RioError",
     "__version__",
     "cpu_features",

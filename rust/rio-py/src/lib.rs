@@ -2,8 +2,11 @@
 //! the Rust core, map errors. One file per area of the Python API.
 use pyo3::prelude::*;
 
+mod arrays;
 mod bench;
+mod dlpack;
 mod errors;
+mod model;
 mod ops;
 mod provenance;
 mod system;
@@ -15,5 +18,6 @@ fn _rio_rt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ops::register(m)?;
     bench::register(m)?;
     provenance::register(m)?;
+    model::register(m)?;
     Ok(())
 }

@@ -1,13 +1,39 @@
 //! `out = x · wᵀ`: the one matrix product every linear layer and expert needs.
 //!
 //! `x [M, K]` holds activations (one row per token), `w [N, K]` weights in checkpoint (out, in)
-//! order, `out [M, N]` fp32. Kernels accumulate in fp32 whatever the input dtypes.
-//! [`reference::matmul_nt`] is the plain twin every kernel is tested against.
+//! order, `out [M, N]` fp32. Kernels accumulate in fp32 whatever the input dtypes, and read the
+//! weights in place (no repacking), so mmap'd checkpoints are used as they are.
+//!
+//! One kernel per instruction set, chosen at run time ([`matmul_nt_with`] takes the level
+//! explicitly, for tests and benchmarks of the slower paths):
+//! - `amx`: bf16 · bf16 on AMX tiles (activations packed once per call), for M ≥ [`AMX_MIN_ROWS`];
+//! - `avx512_bf16`: bf16 · bf16 dot products with `vdpbf16ps` (the GEMV / few-token path);
+//! - `avx512`, `avx2`: rows widened to f32, then f32 FMA dot products (f16, bf16, f32 weights);
+//! - `portable`: plain Rust for every other case and other architectures.
+//!
+//! [`reference::matmul_nt`] is the plain f64 twin every kernel is tested against.
 use std::marker::PhantomData;
 
 use rio_core::{bf16, f16, DType, Element, Error, Result, TensorRef};
 
+use crate::features::{self, Isa};
+
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+mod widened;
+mod portable;
 pub mod reference;
+
+/// Below this many activation rows, the AMX path (which packs the rows into tiles) loses to
+/// `vdpbf16ps` dot products.
+pub const AMX_MIN_ROWS: usize = 8;
 
 /// A row-major matrix view: row `r` starts `r * row_stride` elements after the first.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +54,13 @@ impl<'a> MatRef<'a> {
     pub fn from_slice<T: Element>(data: &'a [T], rows: usize, cols: usize) -> Self {
         assert!(data.len() >= rows * cols, "{} elements cannot hold {rows}x{cols}", data.len());
         MatRef { ptr: data.as_ptr() as *const u8, dtype: T::DTYPE, rows, cols, row_stride: cols, _marker: PhantomData }
+    }
+
+    /// Rows of `cols` elements, `row_stride` apart (`row_stride >= cols`).
+    pub fn from_slice_strided<T: Element>(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(row_stride >= cols, "row stride {row_stride} is shorter than a row of {cols}");
+        assert!(rows == 0 || data.len() >= (rows - 1) * row_stride + cols, "{} elements cannot hold {rows} rows of stride {row_stride}", data.len());
+        MatRef { ptr: data.as_ptr() as *const u8, dtype: T::DTYPE, rows, cols, row_stride, _marker: PhantomData }
     }
 
     /// A 2-D tensor whose rows are contiguous.
@@ -78,34 +111,100 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `out[m * ldo + n] = Σ_k x[m, k] · w[n, k]` on the calling thread, with the fastest kernel for
-/// the dtypes and the active instruction set. Supported pairs: (bf16, bf16), (f32, f32), (f32, f16),
-/// (f32, bf16); anything else goes through the reference twin.
+/// Work (multiply-adds) below which [`matmul_nt`] stays on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `out[m * ldo + n] = Σ_k x[m, k] · w[n, k]` with the fastest kernel for the dtypes and the
+/// active instruction set. Large products are split across the worker pool
+/// ([`crate::threads::pool`]; nested in other pool work, the bands join that work); small ones
+/// run on the calling thread. Supported pairs with SIMD
+/// kernels: (bf16, bf16), (f32 | bf16, f32 | f16 | bf16); anything else runs the portable loop.
 pub fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
-    assert_eq!(x.cols, w.cols, "inner dimensions differ");
-    assert!(x.rows == 0 || out.len() >= (x.rows - 1) * ldo + w.rows);
-    portable(x, w, out, ldo);
+    check_shapes(x, w, out.len(), ldo);
+    let isa = features::active_isa();
+    let threads = crate::threads::num_threads();
+    if threads <= 1 || x.rows * w.rows * x.cols < PARALLEL_MIN_MACS {
+        // SAFETY: shapes checked above.
+        return unsafe { matmul_nt_raw(isa, x, w, out.as_mut_ptr(), ldo) };
+    }
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    // Many rows: each thread takes a band of rows (and packs only those); few rows: a band of
+    // weight rows, so every weight is read once.
+    let split_rows = x.rows >= 64 * threads;
+    let (len, align) = if split_rows { (x.rows, 32) } else { (w.rows, 16) };
+    let band = len.div_ceil(threads).div_ceil(align) * align;
+    crate::threads::pool().install(|| {
+        rayon::scope(|s| {
+            for start in (0..len).step_by(band.max(1)) {
+                let size = band.min(len - start);
+                let out_ptr = &out_ptr;
+                s.spawn(move |_| {
+                    // SAFETY: bands write disjoint elements of `out`, whose extent was checked.
+                    unsafe {
+                        if split_rows {
+                            matmul_nt_raw(isa, x.rows_range(start, size), w, out_ptr.get().add(start * ldo), ldo)
+                        } else {
+                            matmul_nt_raw(isa, x, w.rows_range(start, size), out_ptr.get().add(start), ldo)
+                        }
+                    }
+                });
+            }
+        })
+    });
 }
 
-/// Widening dot products, written so the compiler vectorises them.
-fn portable(x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
-    let k = x.cols;
-    let mut xrow = vec![0f32; k];
-    let mut wrow = vec![0f32; k];
-    for n in 0..w.rows {
-        widen(w, n, &mut wrow);
-        for m in 0..x.rows {
-            widen(x, m, &mut xrow);
-            out[m * ldo + n] = xrow.iter().zip(&wrow).map(|(a, b)| a * b).sum();
+/// [`matmul_nt`] on the calling thread with the kernels of instruction set `isa` (capped at what
+/// this machine has).
+pub fn matmul_nt_with(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
+    check_shapes(x, w, out.len(), ldo);
+    let isa = isa.min(features::detected().best_isa());
+    // SAFETY: shapes checked above.
+    unsafe { matmul_nt_raw(isa, x, w, out.as_mut_ptr(), ldo) }
+}
+
+fn check_shapes(x: MatRef<'_>, w: MatRef<'_>, out_len: usize, ldo: usize) {
+    assert_eq!(x.cols, w.cols, "inner dimensions differ");
+    assert!(x.rows == 0 || w.rows == 0 || (ldo >= w.rows && out_len >= (x.rows - 1) * ldo + w.rows), "out is too small");
+}
+
+/// A pointer that tasks writing disjoint elements may share.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub *mut T);
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
+    pub fn get(&self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: users write disjoint elements only.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+/// The kernel dispatch.
+///
+/// # Safety
+/// `out` must be valid for writes of `out[m * ldo + n]` for every m < x.rows, n < w.rows, and
+/// `isa` must be available on this machine.
+pub(crate) unsafe fn matmul_nt_raw(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    if x.rows == 0 || w.rows == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use DType::{BF16, F16, F32};
+        let widenable = matches!(x.dtype, F32 | BF16) && matches!(w.dtype, F32 | F16 | BF16);
+        match (isa, x.dtype, w.dtype) {
+            (Isa::Amx, BF16, BF16) if x.rows >= AMX_MIN_ROWS => return amx::matmul_nt(x, w, out, ldo),
+            (Isa::Amx | Isa::Avx512Bf16, BF16, BF16) => return avx512_bf16::matmul_nt(x, w, out, ldo),
+            (Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512, _, _) if widenable => return avx512::matmul_nt(x, w, out, ldo),
+            (Isa::Avx2, _, _) if widenable => return avx2::matmul_nt(x, w, out, ldo),
+            _ => {}
         }
     }
+    let _ = isa;
+    portable::matmul_nt(x, w, out, ldo)
 }
 
-fn widen(mat: MatRef<'_>, r: usize, dst: &mut [f32]) {
-    match mat.dtype {
-        DType::F32 => dst.copy_from_slice(mat.row::<f32>(r)),
-        DType::BF16 => dst.iter_mut().zip(mat.row::<bf16>(r)).for_each(|(d, s)| *d = s.to_f32()),
-        DType::F16 => dst.iter_mut().zip(mat.row::<f16>(r)).for_each(|(d, s)| *d = s.to_f32()),
-        _ => (0..mat.cols).for_each(|c| dst[c] = mat.get_f32(r, c)),
-    }
-}
+#[cfg(test)]
+pub(crate) mod tests;

@@ -31,12 +31,25 @@ pub fn sigmoid_gate(xs: &Tensor, gate_weight: &TensorRef<'_>) -> Result<Vec<f32>
     Ok(logits.into_iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect())
 }
 
-/// `out[t] += gate[t] · ys[t]` (gate 1 when absent).
-pub fn add_shared(ys: &[f32], gate: Option<&[f32]>, hidden: usize, out: &mut [f32]) {
-    crate::threads::pool().install(|| {
-        out.par_chunks_mut(hidden.max(1)).zip(ys.par_chunks(hidden.max(1))).enumerate().for_each(|(t, (o, y))| {
-            let g = gate.map_or(1.0, |g| g[t]);
-            o.iter_mut().zip(y).for_each(|(o, &v)| *o += g * v);
-        })
-    });
+/// Where each row of an expert block goes: `acc[token[r]] += weight[r] · y[r]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowTargets {
+    pub token: Vec<u32>,
+    pub weight: Vec<f32>,
+}
+
+impl RowTargets {
+    /// Sorted position p holds slot `order[p]`: token `order[p] / k`, routing weight of that slot.
+    pub fn routed(routing: &Routing, dispatch: &Dispatch) -> RowTargets {
+        let k = routing.top_k as u32;
+        RowTargets {
+            token: dispatch.order.iter().map(|&slot| slot / k).collect(),
+            weight: dispatch.order.iter().map(|&slot| routing.weights[slot as usize]).collect(),
+        }
+    }
+
+    /// Row t is token t, scaled by `gate[t]` (1 when absent): the shared expert.
+    pub fn per_token(tokens: usize, gate: Option<Vec<f32>>) -> RowTargets {
+        RowTargets { token: (0..tokens as u32).collect(), weight: gate.unwrap_or_else(|| vec![1.0; tokens]) }
+    }
 }

@@ -1,27 +1,161 @@
 //! Grouped GEMM over the experts' row blocks: `gate_up` with a fused SwiGLU, then `down`.
+//!
+//! Work is split into (expert, block of output features) tasks spread over the pool, so each
+//! active expert's weights are read once, in parallel, however many rows the expert has. The
+//! row count picks the kernel per expert: a few rows (decode) stream the weights through
+//! dot products; many rows (prefill) are packed once and run on AMX tiles over the weights in
+//! place (see `gemm::amx`).
 use rayon::prelude::*;
 use rio_core::moe::ExpertMats;
 use rio_core::{bf16, DType, Tensor};
 
-use super::rows::split_rows_mut;
-use crate::gemm::{self, MatRef};
+use super::combine::RowTargets;
+use crate::features::{self, Isa};
+use crate::gemm::{self, MatRef, SyncPtr};
 
-/// `ys[rows of e] = down_e( silu(xs_e · gate_eᵀ) ⊙ (xs_e · up_eᵀ) )` for every expert e, where e
-/// owns rows `offsets[e]..offsets[e+1]` of `xs [S, H]`. Returns `ys [S, H]` in f32. The SwiGLU
-/// activation is rounded to the dtype of `xs` (bf16 for bf16 weights, as in transformers).
-pub fn swiglu_experts(xs: &Tensor, experts: &[ExpertMats<'_>], offsets: &[u32], inter: usize, hidden: usize) -> Vec<f32> {
+/// Intermediate features per gate/up task (that many gate rows and as many up rows).
+const GATE_UP_BLOCK: usize = 64;
+/// Output features per down (or plain grouped GEMM) task.
+const DOWN_BLOCK: usize = 128;
+
+/// `acc[targets.token[r]] += targets.weight[r] · down_e( silu(xs_r · gate_eᵀ) ⊙ (xs_r · up_eᵀ) )`
+/// for every row r of `xs [S, H]`, where expert e owns rows `offsets[e]..offsets[e+1]`: the
+/// experts and the combine in one pass. The SwiGLU activation is rounded to the dtype of `xs`
+/// (bf16 for bf16 weights, as in transformers); `acc [T, H]` accumulates in f32.
+pub fn swiglu_experts(xs: &Tensor, experts: &[ExpertMats<'_>], offsets: &[u32], targets: &RowTargets, acc: &mut [f32]) {
+    swiglu_experts_with(features::active_isa(), xs, experts, offsets, targets, acc)
+}
+
+/// [`swiglu_experts`] with the kernels of instruction set `isa` (capped at what the machine has).
+pub fn swiglu_experts_with(isa: Isa, xs: &Tensor, experts: &[ExpertMats<'_>], offsets: &[u32], targets: &RowTargets, acc: &mut [f32]) {
+    let isa = isa.min(features::detected().best_isa());
     let s = xs.shape()[0];
+    let x = MatRef::from_tensor(&xs.view(), "xs").expect("owned tensors are contiguous");
+    let mat = |t, arg| MatRef::from_tensor(t, arg).expect("expert weights were validated");
+    let gates: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.gate, "gate")).collect();
+    let ups: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.up, "up")).collect();
+    let downs: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.down, "down_proj")).collect();
+    let inter = gates.first().map_or(0, |g| g.rows);
     let mut act = Tensor::zeros(xs.dtype(), &[s, inter]);
-    let xm = MatRef::from_tensor(&xs.view(), "xs").expect("owned tensors are contiguous");
     crate::threads::pool().install(|| match xs.dtype() {
-        DType::BF16 => gate_up::<bf16>(xm, experts, offsets, inter, act.as_mut_slice()),
-        _ => gate_up::<f32>(xm, experts, offsets, inter, act.as_mut_slice()),
+        DType::BF16 => gate_up::<bf16>(isa, x, &gates, &ups, offsets, act.as_mut_slice()),
+        _ => gate_up::<f32>(isa, x, &gates, &ups, offsets, act.as_mut_slice()),
     });
-    let am = MatRef::from_tensor(&act.view(), "act").expect("owned tensors are contiguous");
-    let mut ys = vec![0f32; s * hidden];
-    let downs: Vec<MatRef<'_>> = experts.iter().map(|m| MatRef::from_tensor(&m.down, "down_proj").expect("validated")).collect();
-    crate::threads::pool().install(|| grouped_gemm(am, &downs, offsets, &mut ys));
-    ys
+    let a = MatRef::from_tensor(&act.view(), "act").expect("owned tensors are contiguous");
+    crate::threads::pool().install(|| down_combine(isa, a, &downs, offsets, targets, acc));
+}
+
+/// The down GEMM fused with the combine. Tasks own blocks of output features across all experts,
+/// so no two tasks add into the same element, and each down matrix is still read once.
+fn down_combine(isa: Isa, act: MatRef<'_>, downs: &[MatRef<'_>], offsets: &[u32], targets: &RowTargets, acc: &mut [f32]) {
+    let hidden = downs.first().map_or(0, |w| w.rows);
+    check_groups(act, downs, offsets, hidden, act.rows * hidden);
+    assert!(targets.token.len() == act.rows && targets.weight.len() == act.rows, "one target per row");
+    assert!(targets.token.iter().all(|&t| (t as usize + 1) * hidden <= acc.len()), "targets inside acc");
+    let packed = pack_experts(isa, act, downs, offsets);
+    let active: Vec<usize> = (0..downs.len()).filter(|&e| offsets[e + 1] > offsets[e]).collect();
+    let most_rows = active.iter().map(|&e| (offsets[e + 1] - offsets[e]) as usize).max().unwrap_or(0);
+    let acc = SyncPtr(acc.as_mut_ptr());
+    (0..hidden).step_by(DOWN_BLOCK).collect::<Vec<_>>().into_par_iter().for_each(|n0| {
+        let len = DOWN_BLOCK.min(hidden - n0);
+        let mut ys = vec![0f32; most_rows * len];
+        for &e in &active {
+            let rows = expert_rows(act, offsets, e);
+            // SAFETY: ys holds rows x len; shapes checked above.
+            unsafe { matmul_rows(isa, rows, packed[e].as_ref(), downs[e].rows_range(n0, len), ys.as_mut_ptr(), len) };
+            for (r, y) in ys.chunks_exact(len).take(rows.rows).enumerate() {
+                let row = offsets[e] as usize + r;
+                let w = targets.weight[row];
+                // SAFETY: columns n0..n0+len of any row belong to this task alone; rows checked above.
+                let dst = unsafe { std::slice::from_raw_parts_mut(acc.get().add(targets.token[row] as usize * hidden + n0), len) };
+                dst.iter_mut().zip(y).for_each(|(d, &v)| *d += w * v);
+            }
+        }
+    });
+}
+
+/// `out[rows of e] = x[rows of e] · weights[e]ᵀ` for every expert, in parallel on the pool.
+pub fn grouped_gemm(x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32], out: &mut [f32]) {
+    grouped_gemm_with(features::active_isa(), x, weights, offsets, out)
+}
+
+/// [`grouped_gemm`] with the kernels of instruction set `isa` (capped at what the machine has).
+pub fn grouped_gemm_with(isa: Isa, x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32], out: &mut [f32]) {
+    let isa = isa.min(features::detected().best_isa());
+    let n = weights.first().map_or(0, |w| w.rows);
+    check_groups(x, weights, offsets, n, out.len());
+    let out = SyncPtr(out.as_mut_ptr());
+    crate::threads::pool().install(|| {
+        let packed = pack_experts(isa, x, weights, offsets);
+        tasks(offsets, n, DOWN_BLOCK).into_par_iter().for_each(|(e, n0)| {
+            let rows = expert_rows(x, offsets, e);
+            let w = weights[e].rows_range(n0, DOWN_BLOCK.min(n - n0));
+            // SAFETY: tasks write disjoint (row, column) ranges of `out`, sized by check_groups.
+            unsafe { matmul_rows(isa, rows, packed[e].as_ref(), w, out.get().add(offsets[e] as usize * n + n0), n) }
+        });
+    });
+}
+
+fn check_groups(x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32], n: usize, out_len: usize) {
+    assert_eq!(offsets.len(), weights.len() + 1, "one offset per expert, plus the end");
+    assert_eq!(*offsets.last().unwrap() as usize, x.rows, "offsets end at the rows of x");
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "offsets rise");
+    assert!(weights.iter().all(|w| w.rows == n && w.cols == x.cols && w.dtype == weights[0].dtype), "experts' matrices agree");
+    assert!(out_len >= x.rows * n, "out holds [rows of x, N]");
+}
+
+/// The rows of expert `e`.
+fn expert_rows<'a>(x: MatRef<'a>, offsets: &[u32], e: usize) -> MatRef<'a> {
+    x.rows_range(offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize)
+}
+
+/// (expert, first output feature) for every expert with rows, `block` features each.
+fn tasks(offsets: &[u32], n: usize, block: usize) -> Vec<(usize, usize)> {
+    let active = offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, _)| e);
+    active.flat_map(|e| (0..n).step_by(block).map(move |n0| (e, n0))).collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+type PackedRows = gemm::amx::Packed;
+#[cfg(not(target_arch = "x86_64"))]
+type PackedRows = ();
+
+/// Whether an expert with `rows` rows runs on AMX tiles.
+fn uses_tiles(isa: Isa, x: MatRef<'_>, w: &MatRef<'_>, rows: usize) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Amx && x.dtype == DType::BF16 && w.dtype == DType::BF16 && rows >= gemm::AMX_MIN_ROWS
+}
+
+/// Each tile-path expert's rows, packed once for all its tasks.
+fn pack_experts(isa: Isa, x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32]) -> Vec<Option<PackedRows>> {
+    (0..weights.len())
+        .into_par_iter()
+        .map(|e| {
+            let rows = expert_rows(x, offsets, e);
+            if !uses_tiles(isa, x, &weights[e], rows.rows) {
+                return None;
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut p = gemm::amx::Packed::new();
+                p.pack(rows);
+                Some(p)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            None
+        })
+        .collect()
+}
+
+/// `out = x · wᵀ` on the calling thread, from the packed rows when there are some.
+///
+/// # Safety
+/// As `gemm::matmul_nt_raw`.
+unsafe fn matmul_rows(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    match packed {
+        #[cfg(target_arch = "x86_64")]
+        Some(p) => gemm::amx::matmul_nt_packed(x, p, w, out, ldo),
+        _ => gemm::matmul_nt_raw(isa, x, w, out, ldo),
+    }
 }
 
 trait ActElement: Copy + Send + Sync {
@@ -42,28 +176,61 @@ fn silu(v: f32) -> f32 {
     v / (1.0 + (-v).exp())
 }
 
-fn gate_up<T: ActElement>(xs: MatRef<'_>, experts: &[ExpertMats<'_>], offsets: &[u32], inter: usize, act: &mut [T]) {
-    let parts = split_rows_mut(act, offsets, inter);
-    parts.into_par_iter().enumerate().filter(|(_, p)| !p.is_empty()).for_each(|(e, out)| {
-        let x = xs.rows_range(offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize);
-        let gate = MatRef::from_tensor(&experts[e].gate, "gate").expect("validated");
-        let up = MatRef::from_tensor(&experts[e].up, "up").expect("validated");
-        let mut g = vec![0f32; x.rows * inter];
-        let mut u = vec![0f32; x.rows * inter];
-        gemm::matmul_nt(x, gate, &mut g, inter);
-        gemm::matmul_nt(x, up, &mut u, inter);
-        for ((o, &g), &u) in out.iter_mut().zip(&g).zip(&u) {
-            *o = T::from_f32(silu(g) * u);
-        }
+/// `act[rows of e] = silu(x_e · gate_eᵀ) ⊙ (x_e · up_eᵀ)`, in (expert, feature block) tasks.
+fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, gates: &[MatRef<'_>], ups: &[MatRef<'_>], offsets: &[u32], act: &mut [T]) {
+    let inter = gates.first().map_or(0, |g| g.rows);
+    check_groups(x, gates, offsets, inter, act.len());
+    check_groups(x, ups, offsets, inter, act.len());
+    let packed = pack_experts(isa, x, gates, offsets);
+    let act = SyncPtr(act.as_mut_ptr());
+    tasks(offsets, inter, GATE_UP_BLOCK).into_par_iter().for_each(|(e, n0)| {
+        let rows = expert_rows(x, offsets, e);
+        let len = GATE_UP_BLOCK.min(inter - n0);
+        // Writes (row r of the expert, feature n) of `act`: rows and features are this task's own.
+        let emit = |r: usize, n: usize, g: f32, u: f32| unsafe {
+            *act.get().add((offsets[e] as usize + r) * inter + n) = T::from_f32(silu(g) * u);
+        };
+        let (gate, up) = (gates[e].rows_range(n0, len), ups[e].rows_range(n0, len));
+        // SAFETY: shapes checked by check_groups; `emit` stays inside the task's block.
+        unsafe { gate_up_block(isa, rows, packed[e].as_ref(), gate, up, n0, emit) }
     });
 }
 
-/// `out[rows of e] = x[rows of e] · weights[e]ᵀ` for every expert, in parallel.
-pub fn grouped_gemm(x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32], out: &mut [f32]) {
-    let n = weights.first().map_or(0, |w| w.rows);
-    let parts = split_rows_mut(out, offsets, n);
-    parts.into_par_iter().enumerate().filter(|(_, p)| !p.is_empty()).for_each(|(e, out)| {
-        let rows = x.rows_range(offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize);
-        gemm::matmul_nt(rows, weights[e], out, n);
-    });
+/// Calls `emit(row, n0 + j, g, u)` for every row of `x` and feature j of the `gate`/`up` rows.
+unsafe fn gate_up_block(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, gate: MatRef<'_>, up: MatRef<'_>, n0: usize, emit: impl Fn(usize, usize, f32, f32)) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = packed {
+        use gemm::amx;
+        const G: usize = 16;
+        done = gate.rows / G * G;
+        let _tiles = amx::Tiles::configure();
+        amx::Stage::with(|stage| {
+            for j0 in (0..done).step_by(G) {
+                let a = stage.groups(&[gate.rows_range(j0, G), up.rows_range(j0, G)]);
+                let after = (j0 + G).min(done);
+                let next = [amx::Region::rows(gate, after, (done - after).min(G)), amx::Region::rows(up, after, (done - after).min(G))];
+                amx::tiles::<true>(a, p, &next, |b, cg, cu| {
+                    for t in 0..G.min(x.rows - b * G) {
+                        for j in 0..G {
+                            emit(b * G + t, n0 + j0 + j, cg[j * G + t], cu[j * G + t]);
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let _ = packed;
+    if done < gate.rows {
+        let len = gate.rows - done;
+        let mut g = vec![0f32; x.rows * len];
+        let mut u = vec![0f32; x.rows * len];
+        gemm::matmul_nt_raw(isa, x, gate.rows_range(done, len), g.as_mut_ptr(), len);
+        gemm::matmul_nt_raw(isa, x, up.rows_range(done, len), u.as_mut_ptr(), len);
+        for r in 0..x.rows {
+            for j in 0..len {
+                emit(r, n0 + done + j, g[r * len + j], u[r * len + j]);
+            }
+        }
+    }
 }

@@ -34,21 +34,19 @@ pub fn forward(x: &TensorRef<'_>, weights: &MoeWeights<'_>, config: RouterConfig
     let compute = compute_dtype(weights.dtype());
 
     let mut acc = vec![0f32; t * h];
-    let i = weights.intermediate();
     if !routing.experts.is_empty() {
         let xs = rows::gather(x, Some(&dispatch.order), routing.top_k, compute)?;
-        let ys = experts::swiglu_experts(&xs, &weights.experts, &dispatch.offsets, i, h);
-        combine::combine(&ys, &routing, &dispatch, h, &mut acc);
+        let targets = combine::RowTargets::routed(&routing, &dispatch);
+        experts::swiglu_experts(&xs, &weights.experts, &dispatch.offsets, &targets, &mut acc);
     }
     if let Some(shared) = &weights.shared {
         let xs = rows::gather(x, None, 1, compute)?;
-        let is = shared.mats.gate.shape()[0];
-        let ys = experts::swiglu_experts(&xs, std::slice::from_ref(&shared.mats), &[0, t as u32], is, h);
         let gate = match &shared.gate_weight {
             Some(g) => Some(combine::sigmoid_gate(&xs, g)?),
             None => None,
         };
-        combine::add_shared(&ys, gate.as_deref(), h, &mut acc);
+        let targets = combine::RowTargets::per_token(t, gate);
+        experts::swiglu_experts(&xs, std::slice::from_ref(&shared.mats), &[0, t as u32], &targets, &mut acc);
     }
     rows::store(&acc, out)
 }
@@ -60,3 +58,6 @@ pub fn check_top_k(top_k: usize, num_experts: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod forward_tests;

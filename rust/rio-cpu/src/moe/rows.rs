@@ -1,4 +1,5 @@
 //! Moving activation rows between the caller's tensors and the kernels' contiguous buffers.
+use rayon::prelude::*;
 use rio_core::{bf16, f16, DType, Error, Result, Tensor, TensorMut, TensorRef};
 
 use crate::gemm::MatRef;
@@ -12,19 +13,26 @@ pub fn gather(x: &TensorRef<'_>, order: Option<&[u32]>, per_row: usize, dtype: D
     let mut out = Tensor::zeros(dtype, &[n, h]);
     let row_of = |p: usize| order.map_or(p, |o| o[p] as usize / per_row);
     match dtype {
-        DType::BF16 => {
-            for (p, dst) in out.as_mut_slice::<bf16>().chunks_exact_mut(h.max(1)).enumerate().take(n) {
-                convert_row(src, row_of(p), dst);
-            }
-        }
-        DType::F32 => {
-            for (p, dst) in out.as_mut_slice::<f32>().chunks_exact_mut(h.max(1)).enumerate().take(n) {
-                convert_row(src, row_of(p), dst);
-            }
-        }
+        DType::BF16 => fill_rows(out.as_mut_slice::<bf16>(), h, |p, dst| convert_row(src, row_of(p), dst)),
+        DType::F32 => fill_rows(out.as_mut_slice::<f32>(), h, |p, dst| convert_row(src, row_of(p), dst)),
         other => return Err(Error::Unsupported(format!("activations in {other}"))),
     }
     Ok(out)
+}
+
+/// Rows below which a gather stays on the calling thread.
+const PARALLEL_MIN_ROWS: usize = 256;
+
+/// `fill(p, row p)` for every row of `buf` (rows of `cols`), on the pool when there are many.
+fn fill_rows<T: Send>(buf: &mut [T], cols: usize, fill: impl Fn(usize, &mut [T]) + Sync) {
+    if cols == 0 {
+        return;
+    }
+    if buf.len() / cols < PARALLEL_MIN_ROWS {
+        buf.chunks_exact_mut(cols).enumerate().for_each(|(p, row)| fill(p, row));
+    } else {
+        crate::threads::pool().install(|| buf.par_chunks_exact_mut(cols).enumerate().for_each(|(p, row)| fill(p, row)));
+    }
 }
 
 /// A destination element type for [`convert_row`].

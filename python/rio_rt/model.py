@@ -1,0 +1,65 @@
+"""Qwen3.5-MoE models on the Rust CPU backend.
+
+This first slice runs the f32 forward pass: bf16/f16 checkpoints are upcast to float32 when
+loaded. ``Model.forward`` returns logits for research use; generation comes later.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Union
+
+from rio_rt import _rio_rt
+
+#: A numpy array or a CPU torch tensor.
+Array = Any
+
+__all__ = ["Model", "ModelCache"]
+
+ModelCache = _rio_rt.ModelCache
+
+
+class Model:
+    """A Qwen3.5-MoE text model (``qwen3_5_moe`` or ``qwen3_5_moe_text`` checkpoints)."""
+
+    def __init__(self, native: "_rio_rt.Model") -> None:
+        self._native = native
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, "os.PathLike[str]"]) -> "Model":
+        """Loads a Hugging Face checkpoint folder: ``config.json`` and ``model.safetensors`` (or a
+        sharded index), with either key prefix and either expert layout; vision and MTP tensors
+        are skipped. Raises ``ConfigError`` / ``CheckpointError`` naming the bad file and field."""
+        return cls(_rio_rt.Model.load(os.fspath(path)))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._native.vocab_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self._native.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self._native.num_layers
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        return self._native.eos_token_ids
+
+    def new_cache(self) -> ModelCache:
+        """An empty per-sequence cache (KV caches and Gated DeltaNet states)."""
+        return self._native.new_cache()
+
+    def forward(self, ids: Optional[Array] = None, *, input_embeds: Optional[Array] = None,
+                cache: Optional[ModelCache] = None) -> Array:
+        """Logits of every input position, float32, numpy or torch like the input.
+
+        ``ids``: int token ids ``(T,)`` or ``(B, T)``; or ``input_embeds``: float32 ``(T, H)`` or
+        ``(B, T, H)``, used in place of the embedding lookup. With ``cache`` (one sequence only)
+        the tokens continue the sequence the cache holds, and the cache is updated. Returns
+        ``(T, V)`` or ``(B, T, V)``.
+        """
+        return self._native.forward(ids, input_embeds=input_embeds, cache=cache)
+
+    __call__ = forward

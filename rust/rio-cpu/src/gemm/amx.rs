@@ -1,0 +1,368 @@
+//! AMX-BF16 kernel.
+//!
+//! The weights `[N, K]` bf16 are the "A" tiles (16 rows x 32 columns); the activation rows are
+//! packed once per call into the VNNI "B" layout (per block of 16 rows: K/2 lines of 16 rows x
+//! 2 bf16), so each C tile holds outᵀ for 16 weight rows x 16 activation rows. A 2x2 block of C
+//! tiles (two weight row groups x two activation blocks) uses each loaded tile twice.
+//!
+//! The weights stay where they are (mmap'd checkpoints); each group of 32 rows is staged, just
+//! before use, into a small tile-ordered buffer (see [`Stage`]) while the next group is
+//! prefetched. Tails: activation rows and the last partial column step are zero-padded (in the
+//! packing and the stage); weight rows past the last group of 16 go to the `vdpbf16ps` kernel.
+use std::arch::asm;
+
+use super::{avx512_bf16, MatRef};
+
+const TILE_K: usize = 32;
+const TILE_ROWS: usize = 16;
+/// Bytes of packed activations kept per chunk, so a chunk stays in L2 next to a weight panel.
+const PACKED_CHUNK_BYTES: usize = 1 << 20;
+
+/// One 64-byte tile row.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub struct Line([u32; 16]);
+
+const ZERO_LINE: Line = Line([0; 16]);
+
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Eight 16 x 64-byte tiles: tmm0..3 accumulate C, tmm4/5 hold A, tmm6/7 hold B. Tiles 8..15
+/// stay zero (non-zero entries for them fault).
+static CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// Tile state belongs to the thread: configured on creation, released on drop. Never nest two.
+pub struct Tiles(());
+
+impl Tiles {
+    /// # Safety
+    /// AMX must be available and permitted (`Isa::Amx`).
+    pub unsafe fn configure() -> Tiles {
+        asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
+        Tiles(())
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: tiles were configured by `configure`.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) }
+    }
+}
+
+/// Activation rows in the VNNI "B" layout, 16 rows per block.
+pub struct Packed {
+    lines: Vec<Line>,
+    rows: usize,
+    ksteps: usize,
+}
+
+impl Packed {
+    pub fn new() -> Packed {
+        Packed { lines: Vec::new(), rows: 0, ksteps: 0 }
+    }
+
+    /// Packs every row of `x` (bf16), reusing this buffer.
+    pub fn pack(&mut self, x: MatRef<'_>) {
+        assert_eq!(x.dtype, rio_core::DType::BF16);
+        self.rows = x.rows;
+        self.ksteps = x.cols.div_ceil(TILE_K);
+        let lines_per_block = self.ksteps * TILE_ROWS;
+        self.lines.clear();
+        self.lines.resize(self.blocks() * lines_per_block, ZERO_LINE);
+        let pairs = x.cols / 2;
+        for (b, block) in self.lines.chunks_exact_mut(lines_per_block).enumerate() {
+            let valid = TILE_ROWS.min(x.rows - b * TILE_ROWS);
+            let rows = x.rows_range(b * TILE_ROWS, valid);
+            // SAFETY: `block` has a line for every pair; the gathers read pairs of valid rows only.
+            unsafe { gather_pairs(rows, &mut block[..pairs]) };
+            if x.cols % 2 == 1 {
+                for t in 0..valid {
+                    block[pairs].0[t] = rows.row::<rio_core::bf16>(t)[x.cols - 1].to_bits() as u32;
+                }
+            }
+        }
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.rows.div_ceil(TILE_ROWS)
+    }
+
+    fn block(&self, b: usize) -> *const Line {
+        self.lines[b * self.ksteps * TILE_ROWS..].as_ptr()
+    }
+}
+
+impl Default for Packed {
+    fn default() -> Self {
+        Packed::new()
+    }
+}
+
+/// `lines[p]` = column pair p (two bf16 as one u32) of each of the (at most 16) rows of `x`:
+/// two 8-lane gathers (64-bit offsets, so any row stride works) per line.
+///
+/// # Safety
+/// `lines.len()` pairs must lie inside each row; needs AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_pairs(x: MatRef<'_>, lines: &mut [Line]) {
+    use std::arch::x86_64::*;
+    let stride = (x.row_stride * 2) as i64;
+    let offsets: [i64; 16] = std::array::from_fn(|t| t as i64 * stride);
+    let (low, high) = (_mm512_loadu_si512(offsets.as_ptr() as *const _), _mm512_loadu_si512(offsets[8..].as_ptr() as *const _));
+    let valid = (1u32 << x.rows) - 1;
+    let (valid_low, valid_high) = (valid as __mmask8, (valid >> 8) as __mmask8);
+    let base = x.as_ptr();
+    for (p, line) in lines.iter_mut().enumerate() {
+        let at = base.add(4 * p) as *const i32;
+        let lo = _mm512_mask_i64gather_epi32::<1>(_mm256_setzero_si256(), valid_low, low, at);
+        let hi = _mm512_mask_i64gather_epi32::<1>(_mm256_setzero_si256(), valid_high, high, at);
+        let dst = line.0.as_mut_ptr() as *mut __m256i;
+        _mm256_store_si256(dst, lo);
+        _mm256_store_si256(dst.add(1), hi);
+    }
+}
+
+/// `out = x · wᵀ` for bf16 `x` and `w`, on the calling thread.
+///
+/// # Safety
+/// See [`super::matmul_nt_raw`]; needs AMX-BF16 and AVX-512-BF16.
+pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    let chunk = (PACKED_CHUNK_BYTES / (2 * x.cols.max(1))).max(2 * TILE_ROWS) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
+    let mut packed = Packed::new();
+    for m0 in (0..x.rows).step_by(chunk) {
+        let xm = x.rows_range(m0, chunk.min(x.rows - m0));
+        packed.pack(xm);
+        matmul_nt_packed(xm, &packed, w, out.add(m0 * ldo), ldo);
+    }
+}
+
+/// `out = x · wᵀ` where `packed` holds `x` packed.
+///
+/// # Safety
+/// As [`matmul_nt`].
+pub(crate) unsafe fn matmul_nt_packed(x: MatRef<'_>, packed: &Packed, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    let groups = w.rows / TILE_ROWS * TILE_ROWS;
+    let tiles_on = Tiles::configure();
+    Stage::with(|stage| {
+        let mut n0 = 0;
+        while n0 < groups {
+            let store = |b: usize, c: &[f32; 256], n: usize| {
+                store_transposed(c, out.add(b * TILE_ROWS * ldo + n), ldo, TILE_ROWS.min(x.rows - b * TILE_ROWS))
+            };
+            let step = if n0 + 2 * TILE_ROWS <= groups { 2 * TILE_ROWS } else { TILE_ROWS };
+            let after = n0 + step;
+            let next = [Region::rows(w, after, (2 * TILE_ROWS).min(groups - after))];
+            if step == 2 * TILE_ROWS {
+                let a = stage.groups(&[w.rows_range(n0, TILE_ROWS), w.rows_range(n0 + TILE_ROWS, TILE_ROWS)]);
+                tiles::<true>(a, packed, &next, |b, c0, c1| {
+                    store(b, c0, n0);
+                    store(b, c1, n0 + TILE_ROWS);
+                });
+            } else {
+                let a = stage.groups(&[w.rows_range(n0, TILE_ROWS)]);
+                tiles::<false>(a, packed, &next, |b, c0, _| store(b, c0, n0));
+            }
+            n0 = after;
+        }
+    });
+    drop(tiles_on);
+    if groups < w.rows {
+        avx512_bf16::matmul_nt(x, w.rows_range(groups, w.rows - groups), out.add(groups), ldo);
+    }
+}
+
+/// Weight row groups copied into a tile-ordered buffer: tile (column step s, group g) is 16
+/// lines of 64 bytes at line `(s * groups + g) * 16`. Tile loads then read 1 KiB contiguous
+/// blocks: rows of a 2048-wide bf16 matrix lie 4 KiB apart, all in one L1 set, so loading tiles
+/// straight from the weights thrashes L1; and the copy reads the weights in address order, a
+/// stream the hardware prefetcher follows. The last partial column step is zero-padded.
+pub(crate) struct Stage(Vec<Line>);
+
+thread_local! {
+    static STAGE: std::cell::RefCell<Stage> = const { std::cell::RefCell::new(Stage(Vec::new())) };
+}
+
+impl Stage {
+    /// Runs `f` with this thread's stage, kept between calls: a fresh 128 KiB buffer per task
+    /// would be a fresh mapping, paid for in page faults.
+    pub fn with<R>(f: impl FnOnce(&mut Stage) -> R) -> R {
+        STAGE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut stage) => f(&mut stage),
+            Err(_) => f(&mut Stage(Vec::new())),
+        })
+    }
+
+    /// Stages `groups` (16 bf16 rows each, same columns).
+    pub fn groups(&mut self, groups: &[MatRef<'_>]) -> *const Line {
+        let cols = groups.first().map_or(0, |m| m.cols);
+        let ksteps = cols.div_ceil(TILE_K);
+        self.0.resize(ksteps * groups.len() * TILE_ROWS, ZERO_LINE);
+        for (g, m) in groups.iter().enumerate() {
+            assert!(m.dtype == rio_core::DType::BF16 && m.rows == TILE_ROWS && m.cols == cols);
+            for r in 0..TILE_ROWS {
+                let row = m.row::<rio_core::bf16>(r);
+                let line = |s: usize| (s * groups.len() + g) * TILE_ROWS + r;
+                let full = cols / TILE_K;
+                for s in 0..full {
+                    // SAFETY: columns [32 s, 32 s + 32) lie inside the row; one 64-byte move.
+                    self.0[line(s)] = unsafe { (row.as_ptr().add(s * TILE_K) as *const Line).read_unaligned() };
+                }
+                if full < ksteps {
+                    let tail = &row[full * TILE_K..];
+                    let dst = &mut self.0[line(full)];
+                    *dst = ZERO_LINE;
+                    // SAFETY: the tail is shorter than a line; bf16 and u16 share a layout.
+                    unsafe { std::ptr::copy_nonoverlapping(tail.as_ptr() as *const u16, dst.0.as_mut_ptr() as *mut u16, tail.len()) };
+                }
+            }
+        }
+        self.0.as_ptr()
+    }
+}
+
+/// A span of memory to prefetch into L2, a share per column step.
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    start: *const u8,
+    lines: usize,
+}
+
+impl Region {
+    /// Rows `[first, first + len)` of `m`.
+    pub fn rows(m: MatRef<'_>, first: usize, len: usize) -> Region {
+        let m = m.rows_range(first, len);
+        let bytes = if len == 0 { 0 } else { ((len - 1) * m.row_stride + m.cols) * m.dtype.size() };
+        Region { start: m.as_ptr(), lines: bytes.div_ceil(64) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch_part(&self, step: usize, steps: usize) {
+        let per_step = self.lines.div_ceil(steps.max(1));
+        for line in step * per_step..((step + 1) * per_step).min(self.lines) {
+            // Prefetches never fault; the span lies inside the caller's matrix anyway.
+            asm!("prefetcht1 [{0}]", in(reg) self.start.add(line * 64), options(nostack, readonly, preserves_flags));
+        }
+    }
+}
+
+/// `c[n * 16 + t]` (a C tile: weight row n, activation row t) into `out[t * ldo + n]`.
+unsafe fn store_transposed(c: &[f32; 256], out: *mut f32, ldo: usize, rows: usize) {
+    for t in 0..rows {
+        let dst = out.add(t * ldo);
+        for n in 0..TILE_ROWS {
+            *dst.add(n) = c[n * TILE_ROWS + t];
+        }
+    }
+}
+
+#[repr(C, align(64))]
+struct CTiles([[f32; 256]; 4]);
+
+/// For the staged row groups `a` (one, or two when `TWO_A`; see [`Stage`]) and every block of
+/// `packed`: calls `sink(block, c0, c1)` with the C tiles of the two row groups (`c1`
+/// meaningless unless `TWO_A`). Tiles must be configured on this thread. While the first two
+/// blocks run, the memory regions in `next` (the weights the caller stages next) are prefetched
+/// into L2, so reading the weights overlaps the arithmetic.
+///
+/// # Safety
+/// `a` must come from the last `Stage::groups` call, with as many column steps as `packed`.
+pub(crate) unsafe fn tiles<const TWO_A: bool>(a: *const Line, packed: &Packed, next: &[Region], mut sink: impl FnMut(usize, &[f32; 256], &[f32; 256])) {
+    let mut c = CTiles([[0f32; 256]; 4]);
+    let blocks = packed.blocks();
+    for b in (0..blocks).step_by(2) {
+        let b0 = packed.block(b);
+        // The weights come from memory during the first pair of blocks; prefetch the next ones then.
+        let next = if b == 0 { next } else { &[] };
+        if b + 1 < blocks {
+            kloop::<TWO_A, true>(a, packed.ksteps, b0, packed.block(b + 1), next);
+        } else {
+            kloop::<TWO_A, false>(a, packed.ksteps, b0, b0, next);
+        }
+        let cp = c.0.as_mut_ptr();
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c0 = in(reg) cp, c1 = in(reg) cp.add(1), c2 = in(reg) cp.add(2), c3 = in(reg) cp.add(3),
+            s = in(reg) 64usize, options(nostack)
+        );
+        sink(b, &c.0[0], &c.0[2]);
+        if b + 1 < blocks {
+            sink(b + 1, &c.0[1], &c.0[3]);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(a: *const Line, ksteps: usize, b0: *const Line, b1: *const Line, next: &[Region]) {
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    let groups = if TWO_A { 2 } else { 1 };
+    for s in 0..ksteps {
+        for region in next {
+            region.prefetch_part(s, ksteps);
+        }
+        let a0 = a.add(s * groups * TILE_ROWS);
+        step::<TWO_A, TWO_B>(a0, a0.add(TILE_ROWS), b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
+    }
+}
+
+/// One 32-column step: C[g][b] += A[g] · B[b].
+#[inline(always)]
+unsafe fn step<const TWO_A: bool, const TWO_B: bool>(a0: *const Line, a1: *const Line, b0: *const Line, b1: *const Line) {
+    let lda = 64usize;
+    match (TWO_A, TWO_B) {
+        (true, true) => asm!(
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {ldb}*1]",
+            "tileloadd tmm7, [{b1} + {ldb}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1, lda = in(reg) lda, ldb = in(reg) 64usize,
+            options(nostack, readonly)
+        ),
+        (true, false) => asm!(
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {ldb}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, lda = in(reg) lda, ldb = in(reg) 64usize,
+            options(nostack, readonly)
+        ),
+        (false, true) => asm!(
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {ldb}*1]",
+            "tileloadd tmm7, [{b1} + {ldb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            a0 = in(reg) a0, b0 = in(reg) b0, b1 = in(reg) b1, lda = in(reg) lda, ldb = in(reg) 64usize,
+            options(nostack, readonly)
+        ),
+        (false, false) => asm!(
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm6, [{b0} + {ldb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            a0 = in(reg) a0, b0 = in(reg) b0, lda = in(reg) lda, ldb = in(reg) 64usize,
+            options(nostack, readonly)
+        ),
+    }
+    let _ = a1;
+}

@@ -1,0 +1,181 @@
+//! The whole block and the grouped expert kernels against a plain f64 implementation written
+//! here, for every dtype and instruction set, on the decode (few rows per expert) and prefill
+//! (many rows per expert, the tile path) sizes, with experts that get no rows.
+use rio_core::moe::{ExpertMats, MoeWeights, RouterConfig, SharedExpert};
+use rio_core::{DType, Tensor, TensorRef};
+
+use super::{experts, forward, router};
+use crate::features;
+use crate::gemm::tests::{Data, Rng};
+use crate::gemm::MatRef;
+
+fn tensor<'a>(d: &'a Data, shape: &[usize]) -> TensorRef<'a> {
+    match d {
+        Data::F32(v) => TensorRef::from_slice(v, shape).unwrap(),
+        Data::F16(v) => TensorRef::from_slice(v, shape).unwrap(),
+        Data::Bf16(v) => TensorRef::from_slice(v, shape).unwrap(),
+    }
+}
+
+fn rows_f64(t: &TensorRef<'_>) -> Vec<Vec<f64>> {
+    let m = MatRef::from_tensor(t, "t").unwrap();
+    (0..m.rows).map(|r| (0..m.cols).map(|c| m.get_f32(r, c) as f64).collect()).collect()
+}
+
+/// One expert on one row in f64: the output and a bound on the error of a kernel that rounds
+/// the SwiGLU activation to bf16 (`act_rounding` = 2^-8, else 0) and accumulates in f32.
+fn expert_f64(x: &[f64], m: &ExpertMats<'_>, act_rounding: f64) -> (Vec<f64>, Vec<f64>) {
+    const F32_SUM: f64 = 1e-5;
+    let (gate, up, down) = (rows_f64(&m.gate), rows_f64(&m.up), rows_f64(&m.down));
+    let dot = |w: &[f64]| -> (f64, f64) { (w.iter().zip(x).map(|(a, b)| a * b).sum(), w.iter().zip(x).map(|(a, b)| (a * b).abs()).sum()) };
+    let mut act = Vec::new();
+    let mut act_err = Vec::new();
+    for (g_row, u_row) in gate.iter().zip(&up) {
+        let ((g, g_abs), (u, u_abs)) = (dot(g_row), dot(u_row));
+        let silu = g / (1.0 + (-g).exp());
+        act.push(silu * u);
+        // |silu'| <= 1.1: errors of g and u from f32 sums, then the rounding of the activation.
+        act_err.push(F32_SUM * (1.1 * u.abs() * g_abs + silu.abs() * u_abs) + act_rounding * (silu * u).abs());
+    }
+    let y = down.iter().map(|d| d.iter().zip(&act).map(|(a, b)| a * b).sum()).collect();
+    let err = down
+        .iter()
+        .map(|d| d.iter().zip(&act).zip(&act_err).map(|((w, a), e)| w.abs() * (e + F32_SUM * a.abs())).sum())
+        .collect();
+    (y, err)
+}
+
+fn assert_close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
+    for (i, ((&g, &w), &t)) in got.iter().zip(want).zip(tol).enumerate() {
+        assert!((g as f64 - w).abs() <= t + 1e-12, "{what}: element {i} got {g}, want {w} (tolerance {t:e})");
+    }
+}
+
+fn act_rounding(dtype: DType) -> f64 {
+    if dtype == DType::BF16 {
+        2f64.powi(-8)
+    } else {
+        0.0
+    }
+}
+
+struct Block {
+    router: Data,
+    gate_up: Data,
+    down: Data,
+    shared: [Data; 4],
+}
+
+const E: usize = 6;
+const H: usize = 40;
+const I: usize = 24;
+const IS: usize = 20;
+
+impl Block {
+    fn random(dtype: DType, rng: &mut Rng) -> Block {
+        Block {
+            router: Data::random(dtype, E * H, rng),
+            gate_up: Data::random(dtype, E * 2 * I * H, rng),
+            down: Data::random(dtype, E * H * I, rng),
+            shared: [
+                Data::random(dtype, IS * H, rng),
+                Data::random(dtype, IS * H, rng),
+                Data::random(dtype, H * IS, rng),
+                Data::random(dtype, H, rng),
+            ],
+        }
+    }
+    fn weights(&self) -> MoeWeights<'_> {
+        let [g, u, d, gw] = &self.shared;
+        let shared = SharedExpert {
+            mats: ExpertMats { gate: tensor(g, &[IS, H]), up: tensor(u, &[IS, H]), down: tensor(d, &[H, IS]) },
+            gate_weight: Some(tensor(gw, &[1, H])),
+        };
+        MoeWeights::fused(tensor(&self.router, &[E, H]), tensor(&self.gate_up, &[E, 2 * I, H]), tensor(&self.down, &[E, H, I]), Some(shared))
+            .unwrap()
+    }
+}
+
+#[test]
+fn forward_matches_a_plain_f64_block() {
+    let mut rng = Rng::new(3);
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let block = Block::random(dtype, &mut rng);
+        let weights = block.weights();
+        let config = RouterConfig { top_k: 2, renormalize: true };
+        // 1 and 3 tokens: the decode path, most experts idle; 40 and 300: the prefill path.
+        for t in [0usize, 1, 3, 40, 300] {
+            let xd = Data::random(dtype, t * H, &mut rng);
+            let x = tensor(&xd, &[t, H]);
+            let mut out = Tensor::zeros(DType::F32, &[t, H]);
+            forward(&x, &weights, config, &mut out.view_mut()).unwrap();
+
+            let routing = router::route(&x, &weights.router, config).unwrap();
+            let xs = rows_f64(&x);
+            let shared = weights.shared.as_ref().unwrap();
+            let gate_w = rows_f64(shared.gate_weight.as_ref().unwrap());
+            let mut want = vec![0f64; t * H];
+            let mut tol = vec![0f64; t * H];
+            for (tok, xrow) in xs.iter().enumerate() {
+                for j in 0..config.top_k {
+                    let slot = tok * config.top_k + j;
+                    let (e, wgt) = (routing.experts[slot] as usize, routing.weights[slot] as f64);
+                    let (y, err) = expert_f64(xrow, &weights.experts[e], act_rounding(dtype));
+                    for h in 0..H {
+                        want[tok * H + h] += wgt * y[h];
+                        tol[tok * H + h] += wgt.abs() * err[h];
+                    }
+                }
+                let (y, err) = expert_f64(xrow, &shared.mats, act_rounding(dtype));
+                let logit: f64 = gate_w[0].iter().zip(xrow).map(|(a, b)| a * b).sum();
+                let logit_abs: f64 = gate_w[0].iter().zip(xrow).map(|(a, b)| (a * b).abs()).sum();
+                let sg = 1.0 / (1.0 + (-logit).exp());
+                for h in 0..H {
+                    want[tok * H + h] += sg * y[h];
+                    tol[tok * H + h] += sg * err[h] + 0.25 * 1e-5 * logit_abs * y[h].abs();
+                }
+            }
+            assert_close(out.as_slice::<f32>(), &want, &tol, &format!("{dtype} T {t}"));
+        }
+    }
+}
+
+#[test]
+fn experts_match_f64_on_every_isa() {
+    let mut rng = Rng::new(5);
+    // Expert rows: none, one, a few (dot products), many (tiles), none at the end.
+    let offsets = [0u32, 0, 1, 4, 40, 41, 41];
+    let s = *offsets.last().unwrap() as usize;
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let block = Block::random(dtype, &mut rng);
+        let weights = block.weights();
+        let compute = super::compute_dtype(dtype);
+        let xd = Data::random(compute, s * H, &mut rng);
+        let xt = Tensor::from_vec(
+            match &xd {
+                Data::Bf16(v) => v.iter().map(|b| b.to_f32()).collect::<Vec<f32>>(),
+                Data::F32(v) => v.clone(),
+                Data::F16(_) => unreachable!("compute dtypes are bf16 or f32"),
+            },
+            &[s, H],
+        )
+        .unwrap();
+        let xs = super::rows::gather(&xt.view(), None, 1, compute).unwrap();
+        let xrows = rows_f64(&xs.view());
+        for isa in features::available_isas() {
+            let mut got = vec![0f32; s * H];
+            let targets = super::combine::RowTargets::per_token(s, None);
+            experts::swiglu_experts_with(isa, &xs, &weights.experts, &offsets, &targets, &mut got);
+            let mut want = vec![0f64; s * H];
+            let mut tol = vec![0f64; s * H];
+            for e in 0..E {
+                for r in offsets[e] as usize..offsets[e + 1] as usize {
+                    let (y, err) = expert_f64(&xrows[r], &weights.experts[e], act_rounding(dtype));
+                    want[r * H..][..H].copy_from_slice(&y);
+                    tol[r * H..][..H].copy_from_slice(&err);
+                }
+            }
+            assert_close(&got, &want, &tol, &format!("{dtype} on {}", isa.name()));
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Rotary position embedding, rotate-half (NeoX) convention on the first `rotary_dim` channels
+//! of each head (spec 2.3). For text, interleaved M-RoPE equals this 1-D form.
+
+/// The inverse frequencies `θ^(-2i/r)`, i < r/2, computed in f32 as transformers does.
+pub fn inv_freq(theta: f64, rotary_dim: usize) -> Vec<f32> {
+    (0..rotary_dim / 2).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32)).collect()
+}
+
+/// Rotates every head of `x` (rows of `head_dim`) at `position`:
+/// `x'_i = x_i cos − x_{i+r/2} sin`, `x'_{i+r/2} = x_{i+r/2} cos + x_i sin`; channels from
+/// `2·inv_freq.len()` on are unchanged.
+pub fn apply_rope(x: &mut [f32], head_dim: usize, position: usize, inv_freq: &[f32]) {
+    let half = inv_freq.len();
+    assert!(2 * half <= head_dim && x.len() % head_dim == 0);
+    let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|&f| (position as f32 * f).sin_cos()).map(|(s, c)| (c, s)).unzip();
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos[i] - b * sin[i];
+            head[i + half] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_matches_float64_and_keeps_the_tail() {
+        let (head_dim, rotary, theta, pos) = (12, 8, 1e4, 37);
+        let x: Vec<f32> = (0..2 * head_dim).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut y = x.clone();
+        apply_rope(&mut y, head_dim, pos, &inv_freq(theta, rotary));
+        for h in 0..2 {
+            let b = h * head_dim;
+            for i in 0..rotary / 2 {
+                let ang = pos as f64 * theta.powf(-(2.0 * i as f64) / rotary as f64);
+                let (s, c) = ang.sin_cos();
+                let (x0, x1) = (x[b + i] as f64, x[b + i + rotary / 2] as f64);
+                assert!((y[b + i] as f64 - (x0 * c - x1 * s)).abs() < 1e-5);
+                assert!((y[b + i + rotary / 2] as f64 - (x1 * c + x0 * s)).abs() < 1e-5);
+            }
+            assert_eq!(&y[b + rotary..b + head_dim], &x[b + rotary..b + head_dim]);
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! `config.json` of a Qwen3.5-MoE checkpoint (spec sections 0, 1, 2.2, 6).
+//!
+//! Accepts the multimodal layout (`model_type: qwen3_5_moe`, text fields under `text_config`) and
+//! the text-only one (`model_type: qwen3_5_moe_text`). Fields are read one by one so that an error
+//! names the field, what was expected and what was found.
+use std::path::Path;
+
+use rio_core::{Error, Result};
+use serde_json::{Map, Value};
+
+/// One decoder layer's token mixer (spec section 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerType {
+    /// Gated DeltaNet (`linear_attention`).
+    LinearAttention,
+    /// Gated full attention (`full_attention`).
+    FullAttention,
+}
+
+/// RoPE parameters (spec 2.2, 2.3). M-RoPE collapses to 1-D RoPE for text, so `mrope_section`
+/// is kept only for reporting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub partial_rotary_factor: f64,
+    pub mrope_section: Vec<usize>,
+}
+
+/// Every text-model value the Qwen3.5-MoE forward pass needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Qwen35MoeConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub layer_types: Vec<LayerType>,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    // gated attention (spec 2)
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rope: RopeConfig,
+    // Gated DeltaNet (spec 3)
+    pub linear_num_key_heads: usize,
+    pub linear_num_value_heads: usize,
+    pub linear_key_head_dim: usize,
+    pub linear_value_head_dim: usize,
+    pub linear_conv_kernel_dim: usize,
+    // MoE (spec 4)
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub moe_intermediate_size: usize,
+    pub shared_expert_intermediate_size: usize,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// The layer pattern transformers derives when `layer_types` is absent (spec section 1).
+fn interval_layer_types(layers: usize, interval: usize) -> Vec<LayerType> {
+    (0..layers).map(|i| if (i + 1) % interval == 0 { LayerType::FullAttention } else { LayerType::LinearAttention }).collect()
+}
+
+/// Reads fields of one JSON object, naming them (with their parent path) in errors.
+struct Fields<'a> {
+    path: &'a str,
+    parent: &'a str,
+    obj: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::config(self.path, format!("{}{key}: {message}", self.parent))
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize> {
+        match self.get(key) {
+            None => default.ok_or_else(|| self.err(key, "is missing")),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
+        }
+    }
+
+    fn positive(&self, key: &str, default: Option<usize>) -> Result<usize> {
+        let n = self.usize_or(key, default)?;
+        if n == 0 {
+            return Err(self.err(key, "must be at least 1, got 0"));
+        }
+        Ok(n)
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(key, format!("expected true or false, got {v}"))),
+        }
+    }
+
+    fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_str().ok_or_else(|| self.err(key, format!("expected a string, got {v}"))),
+        }
+    }
+
+    /// An int or a list of ints (`eos_token_id`).
+    fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
+        let one = |v: &Value| v.as_u64().filter(|&n| n <= u32::MAX as u64).map(|n| n as u32);
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| one(v).ok_or_else(|| self.err(key, format!("expected token ids, got {v}")))).collect()
+            }
+            Some(v) => one(v).map(|n| vec![n]).ok_or_else(|| self.err(key, format!("expected a token id or a list of them, got {v}"))),
+        }
+    }
+}
+
+impl Qwen35MoeConfig {
+    /// Reads `config.json` in a checkpoint folder.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join("config.json");
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a `config.json`; `path` names it in errors.
+    pub fn parse(json: &str, path: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let top = Fields { path, parent: "", obj: root };
+        let model_type = top.str_or("model_type", "")?;
+        let (text, parent) = match model_type {
+            "qwen3_5_moe" => match top.get("text_config") {
+                Some(Value::Object(obj)) => (obj, "text_config."),
+                Some(v) => return Err(top.err("text_config", format!("expected an object, got {v}"))),
+                None => return Err(top.err("text_config", "is missing (required for model_type qwen3_5_moe)")),
+            },
+            "qwen3_5_moe_text" => (root, ""),
+            other => {
+                return Err(top.err("model_type", format!("expected \"qwen3_5_moe\" or \"qwen3_5_moe_text\", got {other:?}")));
+            }
+        };
+        let f = Fields { path, parent, obj: text };
+
+        let hidden_act = f.str_or("hidden_act", "silu")?;
+        if hidden_act != "silu" {
+            return Err(f.err("hidden_act", format!("only \"silu\" is supported, got {hidden_act:?}")));
+        }
+        if f.bool_or("attention_bias", false)? {
+            return Err(f.err("attention_bias", "true is not supported (Qwen3.5-MoE attention has no biases)"));
+        }
+
+        let num_hidden_layers = f.positive("num_hidden_layers", None)?;
+        let layer_types = match f.get("layer_types") {
+            Some(Value::Array(items)) => {
+                let types = items
+                    .iter()
+                    .map(|v| match v.as_str() {
+                        Some("linear_attention") => Ok(LayerType::LinearAttention),
+                        Some("full_attention") => Ok(LayerType::FullAttention),
+                        _ => Err(f.err("layer_types", format!("expected \"linear_attention\" or \"full_attention\", got {v}"))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if types.len() != num_hidden_layers {
+                    return Err(f.err("layer_types", format!("has {} entries but num_hidden_layers is {num_hidden_layers}", types.len())));
+                }
+                types
+            }
+            Some(v) => return Err(f.err("layer_types", format!("expected a list, got {v}"))),
+            None => interval_layer_types(num_hidden_layers, f.positive("full_attention_interval", Some(4))?),
+        };
+
+        let rope = Self::rope(&f)?;
+        let head_dim = f.positive("head_dim", None)?;
+        let rotary = (head_dim as f64 * rope.partial_rotary_factor) as usize;
+        if rotary % 2 != 0 || rotary > head_dim {
+            return Err(f.err(
+                "rope_parameters.partial_rotary_factor",
+                format!("gives a rotary dimension of {rotary} for head_dim {head_dim}; it must be even and at most head_dim"),
+            ));
+        }
+
+        let num_attention_heads = f.positive("num_attention_heads", None)?;
+        let num_key_value_heads = f.positive("num_key_value_heads", None)?;
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(f.err(
+                "num_key_value_heads",
+                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
+            ));
+        }
+        let linear_num_key_heads = f.positive("linear_num_key_heads", None)?;
+        let linear_num_value_heads = f.positive("linear_num_value_heads", None)?;
+        if linear_num_value_heads % linear_num_key_heads != 0 {
+            return Err(f.err(
+                "linear_num_value_heads",
+                format!("{linear_num_value_heads} is not a multiple of linear_num_key_heads {linear_num_key_heads}"),
+            ));
+        }
+        let num_experts = f.positive("num_experts", None)?;
+        let num_experts_per_tok = f.positive("num_experts_per_tok", None)?;
+        if num_experts_per_tok > num_experts {
+            return Err(f.err("num_experts_per_tok", format!("{num_experts_per_tok} is more than num_experts {num_experts}")));
+        }
+        let rms_norm_eps = f.f64_or("rms_norm_eps", 1e-6)?;
+        if !(rms_norm_eps > 0.0 && rms_norm_eps.is_finite()) {
+            return Err(f.err("rms_norm_eps", format!("must be a positive number, got {rms_norm_eps}")));
+        }
+        // The multimodal wrapper's own value wins, as in transformers.
+        let tie_word_embeddings = match top.get("tie_word_embeddings") {
+            Some(_) if parent.is_empty() => f.bool_or("tie_word_embeddings", false)?,
+            Some(_) => top.bool_or("tie_word_embeddings", false)?,
+            None => f.bool_or("tie_word_embeddings", false)?,
+        };
+        let mut eos_token_ids = f.token_ids("eos_token_id")?;
+        if eos_token_ids.is_empty() {
+            eos_token_ids = top.token_ids("eos_token_id")?;
+        }
+
+        Ok(Qwen35MoeConfig {
+            vocab_size: f.positive("vocab_size", None)?,
+            hidden_size: f.positive("hidden_size", None)?,
+            num_hidden_layers,
+            layer_types,
+            rms_norm_eps,
+            tie_word_embeddings,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rope,
+            linear_num_key_heads,
+            linear_num_value_heads,
+            linear_key_head_dim: f.positive("linear_key_head_dim", None)?,
+            linear_value_head_dim: f.positive("linear_value_head_dim", None)?,
+            linear_conv_kernel_dim: f.positive("linear_conv_kernel_dim", Some(4))?,
+            num_experts,
+            num_experts_per_tok,
+            moe_intermediate_size: f.positive("moe_intermediate_size", None)?,
+            shared_expert_intermediate_size: f.usize_or("shared_expert_intermediate_size", Some(0))?,
+            eos_token_ids,
+        })
+    }
+
+    /// `rope_parameters` (transformers 5), or the older flat `rope_theta` / `partial_rotary_factor`.
+    fn rope(f: &Fields<'_>) -> Result<RopeConfig> {
+        let (params, parent) = match f.get("rope_parameters") {
+            Some(Value::Object(obj)) => (obj, format!("{}rope_parameters.", f.parent)),
+            Some(v) => return Err(f.err("rope_parameters", format!("expected an object, got {v}"))),
+            None => (f.obj, f.parent.to_string()),
+        };
+        let r = Fields { path: f.path, parent: &parent, obj: params };
+        let rope_type = r.str_or("rope_type", "default")?;
+        if rope_type != "default" {
+            return Err(r.err("rope_type", format!("only \"default\" RoPE is supported so far, got {rope_type:?}")));
+        }
+        // transformers' class default when the config names no theta (spec 2.2).
+        let theta = r.f64_or("rope_theta", 10000.0)?;
+        let partial_rotary_factor = r.f64_or("partial_rotary_factor", 1.0)?;
+        if !(theta > 0.0 && theta.is_finite()) {
+            return Err(r.err("rope_theta", format!("must be a positive number, got {theta}")));
+        }
+        if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
+            return Err(r.err("partial_rotary_factor", format!("must be in (0, 1], got {partial_rotary_factor}")));
+        }
+        let mrope_section = match r.get("mrope_section") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| r.err("mrope_section", format!("expected integers, got {v}"))))
+                .collect::<Result<_>>()?,
+            Some(v) => return Err(r.err("mrope_section", format!("expected a list, got {v}"))),
+        };
+        Ok(RopeConfig { theta, partial_rotary_factor, mrope_section })
+    }
+
+    /// Rotary channels per head: `int(head_dim * partial_rotary_factor)` (spec 2.3).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.rope.partial_rotary_factor) as usize
+    }
+
+    /// Channels of the GDN causal conv: `2 · n_k·d_k + n_v·d_v` (spec 3).
+    pub fn conv_channels(&self) -> usize {
+        2 * self.linear_num_key_heads * self.linear_key_head_dim + self.linear_num_value_heads * self.linear_value_head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_fields() -> Value {
+        serde_json::json!({
+            "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+            "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+            "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_conv_kernel_dim": 4,
+            "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 24,
+            "shared_expert_intermediate_size": 32, "rms_norm_eps": 1e-6, "eos_token_id": 7,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                "mrope_section": [2, 1, 1], "mrope_interleaved": true},
+            "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
+        })
+    }
+
+    fn text_only(edit: impl FnOnce(&mut Map<String, Value>)) -> Result<Qwen35MoeConfig> {
+        let mut v = text_fields();
+        let obj = v.as_object_mut().unwrap();
+        obj.insert("model_type".into(), "qwen3_5_moe_text".into());
+        edit(obj);
+        Qwen35MoeConfig::parse(&v.to_string(), "config.json")
+    }
+
+    fn message(r: Result<Qwen35MoeConfig>) -> String {
+        match r {
+            Err(Error::Config { path, message }) => {
+                assert_eq!(path, "config.json");
+                message
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_only_and_multimodal_layouts_give_the_same_config() {
+        let a = text_only(|_| {}).unwrap();
+        let wrapped = serde_json::json!({"model_type": "qwen3_5_moe", "text_config": text_fields(), "tie_word_embeddings": false});
+        let b = Qwen35MoeConfig::parse(&wrapped.to_string(), "config.json").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.rotary_dim(), 8);
+        assert_eq!(a.conv_channels(), 2 * 32 + 64);
+        assert_eq!(a.rope.theta, 1e7);
+        assert_eq!(a.eos_token_ids, vec![7]);
+        assert_eq!(a.layer_types[3], LayerType::FullAttention);
+    }
+
+    #[test]
+    fn interval_rule_applies_without_layer_types() {
+        let c = text_only(|o| {
+            o.remove("layer_types");
+            o.insert("num_hidden_layers".into(), 8.into());
+        })
+        .unwrap();
+        let full: Vec<usize> = (0..8).filter(|&i| c.layer_types[i] == LayerType::FullAttention).collect();
+        assert_eq!(full, vec![3, 7]);
+        let c = text_only(|o| {
+            o.remove("layer_types");
+            o.insert("full_attention_interval".into(), 2.into());
+        })
+        .unwrap();
+        assert_eq!(c.layer_types, interval_layer_types(4, 2));
+    }
+
+    #[test]
+    fn missing_rope_parameters_fall_back_to_transformers_defaults() {
+        let c = text_only(|o| {
+            o.remove("rope_parameters");
+        })
+        .unwrap();
+        assert_eq!(c.rope.theta, 10000.0);
+        assert_eq!(c.rotary_dim(), 32);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let m = message(text_only(|o| {
+            o.remove("hidden_size");
+        }));
+        assert!(m.contains("hidden_size") && m.contains("missing"), "{m}");
+        let m = message(text_only(|o| {
+            o.insert("num_experts_per_tok".into(), 9.into());
+        }));
+        assert!(m.contains("num_experts_per_tok") && m.contains("num_experts 8"), "{m}");
+        let m = message(text_only(|o| {
+            o.insert("model_type".into(), "llama".into());
+        }));
+        assert!(m.contains("model_type") && m.contains("llama"), "{m}");
+        let m = message(text_only(|o| {
+            o.insert("layer_types".into(), serde_json::json!(["full_attention"]));
+        }));
+        assert!(m.contains("layer_types") && m.contains("1 entries"), "{m}");
+        let m = message(text_only(|o| {
+            o["rope_parameters"]["rope_type"] = "yarn".into();
+        }));
+        assert!(m.contains("rope_parameters.rope_type") && m.contains("yarn"), "{m}");
+        let m = message(text_only(|o| {
+            o.insert("head_dim".into(), "big".into());
+        }));
+        assert!(m.contains("head_dim") && m.contains("\"big\""), "{m}");
+        let m = message(Qwen35MoeConfig::parse(r#"{"model_type": "qwen3_5_moe"}"#, "config.json"));
+        assert!(m.contains("text_config"), "{m}");
+        let m = message(Qwen35MoeConfig::parse("[1,", "config.json"));
+        assert!(m.contains("JSON"), "{m}");
+    }
+
+    #[test]
+    fn any_bytes_give_a_config_or_an_error_never_a_panic() {
+        let base = text_fields().to_string();
+        let mut seed = 0x9E37_79B9u32;
+        for _ in 0..2000 {
+            let mut bytes = base.clone().into_bytes();
+            for _ in 0..3 {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let i = (seed >> 8) as usize % bytes.len();
+                bytes[i] = b"0123456789,:{}[]\"-ae."[(seed >> 3) as usize % 21];
+            }
+            let _ = Qwen35MoeConfig::parse(&String::from_utf8_lossy(&bytes), "config.json");
+        }
+    }
+}

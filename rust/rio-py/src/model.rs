@@ -1,0 +1,162 @@
+//! rio_rt.Model bindings: load a Qwen3.5-MoE checkpoint folder and run forward passes.
+//!
+//! `forward` takes token ids `(T,)` / `(B, T)` (int32/int64) or input embeddings `(T, H)` /
+//! `(B, T, H)` (float32) and returns float32 logits `(T, V)` / `(B, T, V)` of the input's kind
+//! (numpy or torch). A `ModelCache` carries one sequence across calls; batches run each row from
+//! an empty cache.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use rio_core::DType;
+use rio_model::cache::ModelCache;
+use rio_model::qwen3_5_moe::{Input, Qwen35Moe};
+
+use crate::arrays::{borrow, ArrayKind};
+use crate::dlpack::NativeTensor;
+use crate::errors::to_py;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Cache>()?;
+    Ok(())
+}
+
+/// A loaded Qwen3.5-MoE text model (f32 weights).
+#[pyclass(module = "rio_rt._rio_rt", frozen)]
+struct Model {
+    inner: Arc<Qwen35Moe>,
+}
+
+/// The decoding state of one sequence (KV caches, Gated DeltaNet states).
+#[pyclass(module = "rio_rt._rio_rt", name = "ModelCache")]
+struct Cache {
+    inner: ModelCache,
+}
+
+#[pymethods]
+impl Cache {
+    /// Tokens seen so far.
+    #[getter]
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+}
+
+/// One sequence's input, owned so that the GIL can be released while it runs.
+enum Rows {
+    Tokens(Vec<u32>),
+    Embeddings(Vec<f32>),
+}
+
+impl Rows {
+    fn input(&self) -> Input<'_> {
+        match self {
+            Rows::Tokens(t) => Input::Tokens(t),
+            Rows::Embeddings(e) => Input::Embeddings(e),
+        }
+    }
+}
+
+#[pymethods]
+impl Model {
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
+        let model = py.detach(|| Qwen35Moe::from_dir(&path)).map_err(to_py)?;
+        Ok(Model { inner: Arc::new(model) })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.config().vocab_size
+    }
+
+    #[getter]
+    fn hidden_size(&self) -> usize {
+        self.inner.config().hidden_size
+    }
+
+    #[getter]
+    fn num_layers(&self) -> usize {
+        self.inner.config().num_hidden_layers
+    }
+
+    #[getter]
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.inner.config().eos_token_ids.clone()
+    }
+
+    fn new_cache(&self) -> Cache {
+        Cache { inner: self.inner.new_cache() }
+    }
+
+    #[pyo3(signature = (ids=None, *, input_embeds=None, cache=None))]
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Option<Bound<'py, PyAny>>,
+        input_embeds: Option<Bound<'py, PyAny>>,
+        cache: Option<Bound<'py, Cache>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (v, h) = (self.inner.config().vocab_size, self.inner.config().hidden_size);
+        let (kind, batch, rows) = match (&ids, &input_embeds) {
+            (Some(ids), None) => {
+                let t = borrow(ids, "ids", &[DType::I32, DType::I64])?;
+                let (batch, len) = match *t.shape() {
+                    [len] => (None, len),
+                    [b, len] => (Some(b), len),
+                    _ => return Err(PyValueError::new_err(format!("ids: expected shape (T,) or (B, T), got {:?}", t.shape()))),
+                };
+                let all = t.to_i64_vec();
+                if let Some((i, bad)) = all.iter().enumerate().find(|(_, &x)| x < 0 || x as u64 >= v as u64) {
+                    return Err(PyValueError::new_err(format!("ids: token id {bad} at flat index {i} is outside the vocabulary of {v}")));
+                }
+                let tokens: Vec<u32> = all.into_iter().map(|x| x as u32).collect();
+                let rows = tokens.chunks(len.max(1)).map(|r| Rows::Tokens(r.to_vec())).collect::<Vec<_>>();
+                (ArrayKind::of(ids), batch.map(|b| (b, len)), rows)
+            }
+            (None, Some(emb)) => {
+                let t = borrow(emb, "input_embeds", &[DType::F32])?;
+                let (batch, len) = match *t.shape() {
+                    [len, hh] if hh == h => (None, len),
+                    [b, len, hh] if hh == h => (Some(b), len),
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "input_embeds: expected shape (T, {h}) or (B, T, {h}) (hidden_size {h}), got {:?}",
+                            t.shape()
+                        )))
+                    }
+                };
+                let flat = t.view().to_contiguous();
+                let rows = flat.as_slice::<f32>().chunks((len * h).max(1)).map(|r| Rows::Embeddings(r.to_vec())).collect::<Vec<_>>();
+                (ArrayKind::of(emb), batch.map(|b| (b, len)), rows)
+            }
+            _ => return Err(PyTypeError::new_err("forward: give exactly one of ids and input_embeds")),
+        };
+        if rows.is_empty() && batch.is_none() || batch.is_some_and(|(_, len)| len == 0) {
+            return Err(PyValueError::new_err("forward: needs at least one token per sequence"));
+        }
+        let model = self.inner.clone();
+        let logits = match (batch, cache) {
+            (None, Some(cache)) => {
+                let mut c = cache.borrow_mut();
+                let state = &mut c.inner;
+                py.detach(|| model.forward(rows[0].input(), state)).map_err(to_py)?
+            }
+            (None, None) => py.detach(|| model.forward(rows[0].input(), &mut model.new_cache())).map_err(to_py)?,
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err("cache: a cache carries one sequence; pass 1-D ids or 2-D input_embeds with it"))
+            }
+            (Some(_), None) => py
+                .detach(|| rows.iter().map(|r| model.forward(r.input(), &mut model.new_cache())).collect::<rio_core::Result<Vec<_>>>())
+                .map_err(to_py)?
+                .concat(),
+        };
+        let shape = match batch {
+            None => vec![logits.len() / v, v],
+            Some((b, len)) => vec![b, len, v],
+        };
+        kind.wrap(py, NativeTensor::from_vec(logits, &shape))
+    }
+}

@@ -1,0 +1,174 @@
+"""rio_rt.Model (Qwen3.5-MoE, f32) against transformers fp32 on tiny random checkpoints.
+
+The checkpoints are built here with transformers (spec section 10): 4 layers [GDN, GDN, GDN,
+full], every weight random (norms included, so a `1+w` vs `w` mistake shows), saved with
+`save_pretrained` (per-expert layout, `model.language_model.` prefix), once as the multimodal
+`Qwen3_5MoeForConditionalGeneration` and once as the text-only `Qwen3_5MoeForCausalLM`.
+Tolerance: max abs difference of logits <= 1e-4 (logits are O(1-10)).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import rio_rt  # noqa: E402
+
+TOL = 1e-4
+PREFILL = 70  # crosses the 64-token GDN chunk boundary of transformers' chunked path
+
+TEXT_CONFIG = dict(
+    vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32,
+    linear_value_head_dim=32, linear_conv_kernel_dim=4, num_experts=16, num_experts_per_tok=4,
+    moe_intermediate_size=48, shared_expert_intermediate_size=64, rms_norm_eps=1e-6, eos_token_id=5,
+    rope_parameters=dict(rope_type="default", rope_theta=1e7, partial_rotary_factor=0.25,
+                         mrope_section=[3, 3, 2], mrope_interleaved=True),
+)
+VISION_CONFIG = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=128)
+
+
+def _randomise(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "A_log" in name:
+                p.copy_(torch.rand(p.shape, generator=gen) * 2.0 - 1.0)
+            elif p.ndim == 1:  # norms, dt_bias: around their initial value, clearly not it
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + (1.0 if name.endswith("linear_attn.norm.weight") else 0.0))
+            else:  # inner matrices at half the unit-variance scale keep the tiny model well conditioned
+                scale = 1.0 if name.endswith(("embed_tokens.weight", "lm_head.weight")) else 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * scale / p.shape[-1] ** 0.5)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """{kind: (folder, transformers model in fp32 eval mode)} for "multimodal" and "text"."""
+    from transformers import (Qwen3_5MoeConfig, Qwen3_5MoeForCausalLM,
+                              Qwen3_5MoeForConditionalGeneration, Qwen3_5MoeTextConfig)
+    torch.manual_seed(0)
+    out = {}
+    mm = Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(text_config=TEXT_CONFIG, vision_config=VISION_CONFIG)).float().eval()
+    _randomise(mm, 1)
+    d = tmp_path_factory.mktemp("qwen35_multimodal")
+    mm.save_pretrained(d)
+    out["multimodal"] = (d, mm)
+    text = Qwen3_5MoeForCausalLM(Qwen3_5MoeTextConfig(**TEXT_CONFIG)).float().eval()
+    _randomise(text, 2)
+    d = tmp_path_factory.mktemp("qwen35_text")
+    text.save_pretrained(d)
+    out["text"] = (d, text)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded(checkpoints):
+    return {k: rio_rt.Model.from_pretrained(d) for k, (d, _) in checkpoints.items()}
+
+
+def _ids(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, TEXT_CONFIG["vocab_size"], size=n).astype(np.int64)
+
+
+def _hf_logits(model, ids: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids)[None]).logits[0].float().numpy()
+
+
+def _max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+@pytest.mark.parametrize("kind", ["multimodal", "text"])
+def test_prefill_logits_match_transformers(checkpoints, loaded, kind):
+    _, hf = checkpoints[kind]
+    ids = _ids(PREFILL, seed=1)
+    want = _hf_logits(hf, ids)
+    got = loaded[kind].forward(ids)
+    assert isinstance(got, np.ndarray) and got.shape == want.shape and got.dtype == np.float32
+    assert np.abs(want).max() > 1.0  # the comparison is not between near-zero numbers
+    assert _max_diff(got, want) <= TOL
+
+
+def test_cached_decode_steps_match_transformers(checkpoints, loaded):
+    _, hf = checkpoints["text"]
+    model = loaded["text"]
+    ids = _ids(PREFILL + 8, seed=2)
+    want = _hf_logits(hf, ids)  # causal: position t's logits depend only on ids[:t+1]
+    cache = model.new_cache()
+    prefill = model.forward(ids[:PREFILL], cache=cache)
+    assert _max_diff(prefill, want[:PREFILL]) <= TOL
+    for t in range(PREFILL, len(ids)):
+        step = model.forward(ids[t:t + 1], cache=cache)
+        assert step.shape == (1, TEXT_CONFIG["vocab_size"])
+        assert _max_diff(step[0], want[t]) <= TOL, f"decode step at position {t}"
+    assert cache.position == len(ids)
+
+
+def test_decode_with_transformers_cache_matches_step_by_step(checkpoints, loaded):
+    """transformers' own single-token decode path (recurrent GDN, growing KV cache)."""
+    _, hf = checkpoints["multimodal"]
+    model = loaded["multimodal"]
+    ids = _ids(12, seed=3)
+    cache = model.new_cache()
+    with torch.no_grad():
+        out = hf(input_ids=torch.from_numpy(ids[:9])[None], use_cache=True)
+        past = out.past_key_values
+        assert _max_diff(model.forward(ids[:9], cache=cache), out.logits[0].numpy()) <= TOL
+        for t in range(9, len(ids)):
+            out = hf(input_ids=torch.from_numpy(ids[t:t + 1])[None], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            assert _max_diff(model.forward(ids[t:t + 1], cache=cache), out.logits[0].numpy()) <= TOL
+
+
+def test_input_embeds_forward_equals_token_forward(checkpoints, loaded):
+    model = loaded["text"]
+    _, hf = checkpoints["text"]
+    ids = _ids(20, seed=4)
+    emb = hf.get_input_embeddings().weight.detach()[torch.from_numpy(ids)].numpy()
+    np.testing.assert_array_equal(model.forward(input_embeds=emb), model.forward(ids))
+    # A soft embedding (probability mix of rows) as a cached decode step, against transformers.
+    probs = np.random.default_rng(5).dirichlet(np.ones(TEXT_CONFIG["vocab_size"])).astype(np.float32)
+    soft = probs @ hf.get_input_embeddings().weight.detach().numpy()
+    cache = model.new_cache()
+    model.forward(ids, cache=cache)
+    got = model.forward(input_embeds=soft[None], cache=cache)
+    with torch.no_grad():
+        full = torch.cat([torch.from_numpy(emb), torch.from_numpy(soft)[None]])[None]
+        want = hf(inputs_embeds=full).logits[0, -1].numpy()
+    assert _max_diff(got[0], want) <= TOL
+
+
+def test_torch_in_torch_out_and_batches(checkpoints, loaded):
+    model = loaded["text"]
+    ids = np.stack([_ids(10, seed=6), _ids(10, seed=7)])
+    batch = model.forward(torch.from_numpy(ids))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (2, 10, TEXT_CONFIG["vocab_size"])
+    for b in range(2):
+        np.testing.assert_array_equal(batch[b].numpy(), model.forward(ids[b]))
+
+
+def test_bad_inputs_raise_clear_errors(checkpoints, loaded, tmp_path):
+    model = loaded["text"]
+    with pytest.raises(ValueError, match="ids.*outside the vocabulary of 1000"):
+        model.forward(np.array([1, 1000]))
+    with pytest.raises(ValueError, match="input_embeds.*hidden_size 128"):
+        model.forward(input_embeds=np.zeros((3, 127), np.float32))
+    with pytest.raises(TypeError, match="exactly one of ids and input_embeds"):
+        model.forward()
+    with pytest.raises(ValueError, match="at least one token"):
+        model.forward(np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="cache"):
+        model.forward(np.zeros((2, 3), np.int64), cache=model.new_cache())
+    folder, _ = checkpoints["text"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    config["num_experts_per_tok"] = 99
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(rio_rt.ConfigError, match="num_experts_per_tok"):
+        rio_rt.Model.from_pretrained(broken)
