@@ -147,9 +147,10 @@ def test_near_ties_and_the_half_rule():
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="needs torch and transformers")
-def test_float64_reference_matches_transformers_block():
+@pytest.mark.parametrize("shared", [24, 0])
+def test_float64_reference_matches_transformers_block(shared):
     """The check's own reference against transformers' block, in float32 (both expert paths)."""
-    shape = MoeShape("t", experts=10, top_k=4, hidden=64, intermediate=32, shared_intermediate=24)
+    shape = MoeShape("t", experts=10, top_k=4, hidden=64, intermediate=32, shared_intermediate=shared)
     w = build_layer(shape, "f32", seed=9)
     x = random_inputs(np.random.default_rng(3), 1, 30, shape.hidden, "f32")[0]
     want = check.reference_forward(x, w, shape.top_k)

@@ -8,7 +8,10 @@ Tolerance: max abs difference of logits <= 1e-4 (logits are O(1-10)).
 """
 from __future__ import annotations
 
+import copy
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -62,7 +65,39 @@ def checkpoints(tmp_path_factory):
     d = tmp_path_factory.mktemp("qwen35_text")
     text.save_pretrained(d)
     out["text"] = (d, text)
+    out["fused"] = (_fused_copy(out["text"][0], tmp_path_factory.mktemp("qwen35_fused")), text)
+    # A bf16 checkpoint, which rio_rt upcasts at load, against transformers fp32 on the same weights.
+    d = tmp_path_factory.mktemp("qwen35_bf16")
+    copy.deepcopy(text).to(torch.bfloat16).save_pretrained(d)
+    out["bf16"] = (d, Qwen3_5MoeForCausalLM.from_pretrained(d, dtype=torch.float32).eval())
     return out
+
+
+def _fused_copy(src, dst):
+    """The official bf16-release layout (spec 5): experts.gate_up_proj [E, 2I, H] (gate rows
+    first) and experts.down_proj [E, H, I] instead of transformers' per-expert matrices, with the
+    text-only key prefix `model.` instead of `model.language_model.`."""
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(src / "model.safetensors"))
+    per_expert = re.compile(r"(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight")
+    blocks = {}
+    out = {}
+    for key, value in tensors.items():
+        m = per_expert.fullmatch(key)
+        if m:
+            blocks.setdefault(m[1], {})[(int(m[2]), m[3])] = value
+        else:
+            out[key.replace("model.language_model.", "model.", 1)] = value
+    assert blocks, "transformers saved no per-expert matrices"
+    for prefix, mats in blocks.items():
+        n = 1 + max(e for e, _ in mats)
+        prefix = prefix.replace("model.language_model.", "model.", 1)
+        out[f"{prefix}.gate_up_proj"] = np.stack([np.concatenate([mats[e, "gate"], mats[e, "up"]]) for e in range(n)])
+        out[f"{prefix}.down_proj"] = np.stack([mats[e, "down"] for e in range(n)])
+    assert not any(k.startswith("model.language_model.") for k in out)
+    save_file(out, str(dst / "model.safetensors"))
+    shutil.copy(src / "config.json", dst / "config.json")
+    return dst
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +118,7 @@ def _max_diff(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-@pytest.mark.parametrize("kind", ["multimodal", "text"])
+@pytest.mark.parametrize("kind", ["multimodal", "text", "fused", "bf16"])
 def test_prefill_logits_match_transformers(checkpoints, loaded, kind):
     _, hf = checkpoints[kind]
     ids = _ids(PREFILL, seed=1)
@@ -92,6 +127,18 @@ def test_prefill_logits_match_transformers(checkpoints, loaded, kind):
     assert isinstance(got, np.ndarray) and got.shape == want.shape and got.dtype == np.float32
     assert np.abs(want).max() > 1.0  # the comparison is not between near-zero numbers
     assert _max_diff(got, want) <= TOL
+
+
+def test_prefill_is_as_close_to_float64_transformers_as_its_fp32_is(checkpoints, loaded):
+    """The fp32 rounding of this tiny random model is ~2e-5; rio_rt stays within 1e-4 of the
+    float64 result too, so the fp32 agreement is not two implementations sharing an error."""
+    from transformers import Qwen3_5MoeForCausalLM
+    folder, _ = checkpoints["text"]
+    exact = Qwen3_5MoeForCausalLM.from_pretrained(folder, dtype=torch.float64, experts_implementation="eager").eval()
+    ids = _ids(PREFILL, seed=8)
+    with torch.no_grad():
+        want = exact(input_ids=torch.from_numpy(ids)[None]).logits[0].numpy()
+    assert _max_diff(loaded["text"].forward(ids), want) <= TOL
 
 
 def test_cached_decode_steps_match_transformers(checkpoints, loaded):
@@ -107,6 +154,10 @@ def test_cached_decode_steps_match_transformers(checkpoints, loaded):
         assert step.shape == (1, TEXT_CONFIG["vocab_size"])
         assert _max_diff(step[0], want[t]) <= TOL, f"decode step at position {t}"
     assert cache.position == len(ids)
+    # A multi-token continuation on top of the cache.
+    cache = model.new_cache()
+    model.forward(ids[:40], cache=cache)
+    assert _max_diff(model.forward(ids[40:], cache=cache), want[40:]) <= TOL
 
 
 def test_decode_with_transformers_cache_matches_step_by_step(checkpoints, loaded):
@@ -123,6 +174,23 @@ def test_decode_with_transformers_cache_matches_step_by_step(checkpoints, loaded
             out = hf(input_ids=torch.from_numpy(ids[t:t + 1])[None], past_key_values=past, use_cache=True)
             past = out.past_key_values
             assert _max_diff(model.forward(ids[t:t + 1], cache=cache), out.logits[0].numpy()) <= TOL
+
+
+@pytest.mark.parametrize("kind", ["multimodal", "text"])
+def test_greedy_decoding_with_the_cache_gives_transformers_tokens(checkpoints, loaded, kind):
+    _, hf = checkpoints[kind]
+    model = loaded[kind]
+    prompt = _ids(12, seed=11)
+    with torch.no_grad():
+        want = hf.generate(torch.from_numpy(prompt)[None], max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                           eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    cache = model.new_cache()
+    logits = model.forward(prompt, cache=cache, logits_to_keep=1)
+    got = []
+    for _ in range(32):
+        got.append(int(logits[-1].argmax()))
+        logits = model.forward(np.array(got[-1:]), cache=cache)
+    assert got == want
 
 
 def test_input_embeds_forward_equals_token_forward(checkpoints, loaded):
@@ -152,12 +220,34 @@ def test_torch_in_torch_out_and_batches(checkpoints, loaded):
         np.testing.assert_array_equal(batch[b].numpy(), model.forward(ids[b]))
 
 
+def test_logits_to_keep_returns_the_last_positions(loaded):
+    model = loaded["text"]
+    ids = np.stack([_ids(9, seed=9), _ids(9, seed=10)])
+    full = model.forward(ids)
+    np.testing.assert_array_equal(model.forward(ids, logits_to_keep=3), full[:, -3:])
+    np.testing.assert_array_equal(model.forward(ids[0], logits_to_keep=50), full[0])
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model.forward(ids, logits_to_keep=-1)
+
+
+def test_lists_are_taken_as_arrays(loaded):
+    model = loaded["text"]
+    assert model.eos_token_ids == [TEXT_CONFIG["eos_token_id"]]
+    np.testing.assert_array_equal(model.forward([3, 1, 4]), model.forward(np.array([3, 1, 4])))
+
+
 def test_bad_inputs_raise_clear_errors(checkpoints, loaded, tmp_path):
     model = loaded["text"]
+    with pytest.raises(rio_rt.CheckpointError, match="no such checkpoint folder"):
+        rio_rt.Model.from_pretrained(tmp_path / "missing")
+    with pytest.raises(TypeError, match="ids: expected dtype int32 or int64"):
+        model.forward(np.array([1.5]))
     with pytest.raises(ValueError, match="ids.*outside the vocabulary of 1000"):
         model.forward(np.array([1, 1000]))
     with pytest.raises(ValueError, match="input_embeds.*hidden_size 128"):
         model.forward(input_embeds=np.zeros((3, 127), np.float32))
+    with pytest.raises(ValueError, match="input_embeds.*NaN"):
+        model.forward(input_embeds=np.full((2, 128), np.nan, np.float32))
     with pytest.raises(TypeError, match="exactly one of ids and input_embeds"):
         model.forward()
     with pytest.raises(ValueError, match="at least one token"):

@@ -206,6 +206,19 @@ def test_missing_tensors_are_reported_and_other_towers_skipped(tmp_path, parents
     assert r.verdict.kind == "blend"
 
 
+def test_non_finite_tensors_are_reported(tmp_path, parents):
+    a, b, paths = parents
+    cand = cast(blend([a, b], [0.5, 0.5]), np.float32)
+    cand["norm.weight"][3] = np.nan
+    cand["layers.0.mlp.gate.weight"][0, 0] = np.inf
+    write_checkpoint(tmp_path / "c", cand)
+    r = provenance.fit(tmp_path / "c", paths)
+    bad = {n.name: n.reason for n in r.not_compared}
+    assert bad == {"norm.weight": "holds NaN or infinite values", "layers.0.mlp.gate.weight": "holds NaN or infinite values"}
+    assert r.verdict.kind == "blend" and len(r.tensors) == len(cand) - 2
+    assert "verdict:" in r.table()
+
+
 def test_summaries_are_parameter_weighted(tmp_path, parents, rng):
     a, b, paths = parents
     # Each tensor gets its own coefficients, so the means depend on the weighting.
@@ -258,3 +271,12 @@ def test_thresholds_change_the_verdict(tmp_path, parents):
     assert provenance.fit(tmp_path / "c", paths).verdict.kind == "blend"
     strict = provenance.fit(tmp_path / "c", paths, thresholds={"material_coefficient": 0.2})
     assert (strict.verdict.kind, strict.verdict.parent) == ("fine_tuned", 0), strict.verdict.text
+
+
+def test_no_tensors_in_common(tmp_path):
+    write_checkpoint(tmp_path / "a", {"x.weight": np.ones(4, np.float32)})
+    write_checkpoint(tmp_path / "c", {"y.weight": np.ones(4, np.float32)})
+    r = provenance.fit(tmp_path / "c", [tmp_path / "a"])
+    assert r.tensors == [] and r.verdict.kind == "unrelated" and "no tensors in common" in r.verdict.text
+    assert r.overall.coefficient_mean == [0.0] and r.overall.coefficient_min == [0.0]
+    assert "verdict:" in r.table()

@@ -14,7 +14,7 @@ from rio_rt._rio_rt import (
     set_max_isa,
     set_num_threads,
 )
-from rio_rt import ops
+from rio_rt import ops, provenance
 from rio_rt.model import Model, ModelCache
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "cpu_features",
     "num_threads",
     "ops",
+    "provenance",
     "set_max_isa",
     "set_num_threads",
 ]

@@ -132,3 +132,27 @@ def provenance_fit(
     """Fits `candidate` as a blend of `parents`; the report as JSON (see rio_rt.provenance).
     `progress(done, total, name, bytes_done, bytes_total)` runs before each tensor; an exception
     it raises stops the fit and propagates."""
+
+# ---- models (model.rs) -------------------------------------------------------------------------
+
+class ModelCache:
+    """The decoding state of one sequence (KV caches, Gated DeltaNet conv and f32 states)."""
+    @property
+    def position(self) -> int: ...
+
+class Model:
+    """A Qwen3.5-MoE text model with f32 weights (bf16/f16 checkpoints upcast at load)."""
+    @staticmethod
+    def load(path: str) -> "Model": ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def eos_token_ids(self) -> list[int]: ...
+    def new_cache(self) -> ModelCache: ...
+    def forward(self, ids: Array | None = None, *, input_embeds: Array | None = None, cache: ModelCache | None = None,
+                logits_to_keep: int = 0) -> Array:
+        """Logits `(T, V)` / `(B, T, V)` float32 of ids `(T,)` / `(B, T)` or input_embeds `(T, H)` / `(B, T, H)`."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Union
 
+import numpy as np
+
 from rio_rt import _rio_rt
 
 #: A numpy array or a CPU torch tensor.
@@ -45,6 +47,7 @@ class Model:
 
     @property
     def eos_token_ids(self) -> List[int]:
+        """Stop tokens: ``generation_config.json``'s, then ``config.json``'s."""
         return self._native.eos_token_ids
 
     def new_cache(self) -> ModelCache:
@@ -52,14 +55,21 @@ class Model:
         return self._native.new_cache()
 
     def forward(self, ids: Optional[Array] = None, *, input_embeds: Optional[Array] = None,
-                cache: Optional[ModelCache] = None) -> Array:
+                cache: Optional[ModelCache] = None, logits_to_keep: int = 0) -> Array:
         """Logits of every input position, float32, numpy or torch like the input.
 
-        ``ids``: int token ids ``(T,)`` or ``(B, T)``; or ``input_embeds``: float32 ``(T, H)`` or
+        ``ids``: int token ids ``(T,)`` or ``(B, T)`` (a list is taken as int64); or ``input_embeds``: float32 ``(T, H)`` or
         ``(B, T, H)``, used in place of the embedding lookup. With ``cache`` (one sequence only)
         the tokens continue the sequence the cache holds, and the cache is updated. Returns
-        ``(T, V)`` or ``(B, T, V)``.
+        ``(T, V)`` or ``(B, T, V)``; with ``logits_to_keep=n > 0`` only the last n positions
+        (lm_head runs only for them), as in transformers.
         """
-        return self._native.forward(ids, input_embeds=input_embeds, cache=cache)
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep: expected an int >= 0, got {logits_to_keep!r}")
+        if isinstance(ids, (list, tuple)):
+            ids = np.asarray(ids, dtype=np.int64)
+        if isinstance(input_embeds, (list, tuple)):
+            input_embeds = np.asarray(input_embeds, dtype=np.float32)
+        return self._native.forward(ids, input_embeds=input_embeds, cache=cache, logits_to_keep=logits_to_keep)
 
     __call__ = forward

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TextIO, Union
@@ -280,18 +281,21 @@ def plot(r: ProvenanceResult, path: PathLike) -> None:
     except ImportError as e:
         raise ImportError("plotting needs matplotlib: pip install 'rio_rt[plot]'") from e
     k = len(r.parents)
-    fig, axes = plt.subplots(k, 1, figsize=(10, 3.2 * k), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(k, 1, figsize=(11, 3.2 * k), sharex=True, squeeze=False)
     kinds = sorted({t.kind for t in r.tensors if t.layer is not None})
+    markers = "o^sDvP*Xh<>"
     for i, ax in enumerate(axes[:, 0]):
-        for kind in kinds:
+        for n, kind in enumerate(kinds):
             pts = sorted((t.layer, t.coefficients[i]) for t in r.tensors if t.kind == kind and t.layer is not None)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linewidth=0.8, label=kind)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[n % len(markers)], markersize=4,
+                    linewidth=0.8, label=kind)
         ax.axhline(r.overall.coefficient_mean[i], color="black", linewidth=0.6, linestyle="--")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_ylabel(f"c{i + 1}: {os.path.basename(r.parents[i].rstrip('/')) or r.parents[i]}")
-    axes[-1, 0].set_xlabel("layer")
-    axes[0, 0].set_title(r.verdict.text, fontsize=9)
+    axes[-1, 0].set_xlabel("layer (dashed: overall mean)")
+    axes[0, 0].set_title(textwrap.fill(r.verdict.text, 110), fontsize=8)
     if kinds:
-        axes[0, 0].legend(fontsize=6, ncol=3, loc="best")
+        axes[0, 0].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=120)
     plt.close(fig)

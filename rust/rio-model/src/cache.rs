@@ -28,7 +28,10 @@ impl KvCache {
 
     /// Appends the keys and values `[T, n_kv, d]` of the next T positions.
     pub fn append(&mut self, keys: &[f32], values: &[f32]) {
-        assert!(keys.len() == values.len() && keys.len() % self.kv_width == 0, "keys and values must be whole [T, n_kv, d] blocks");
+        assert!(
+            keys.len() == values.len() && keys.len().is_multiple_of(self.kv_width),
+            "keys and values must be whole [T, n_kv, d] blocks"
+        );
         self.keys.extend_from_slice(keys);
         self.values.extend_from_slice(values);
     }
@@ -89,6 +92,19 @@ impl ModelCache {
         ModelCache { layers, position: 0 }
     }
 
+    /// Whether this cache has the layers and sizes of a model of `config`.
+    pub fn fits(&self, config: &Qwen35MoeConfig) -> bool {
+        let empty = ModelCache::new(config);
+        self.layers.len() == empty.layers.len()
+            && self.layers.iter().zip(&empty.layers).all(|pair| match pair {
+                (LayerCache::Attention(a), LayerCache::Attention(b)) => a.kv_width == b.kv_width,
+                (LayerCache::LinearAttention(a), LayerCache::LinearAttention(b)) => {
+                    a.conv.len() == b.conv.len() && a.recurrent.len() == b.recurrent.len()
+                }
+                _ => false,
+            })
+    }
+
     /// Tokens processed so far: the position of the next token.
     pub fn position(&self) -> usize {
         self.position
@@ -136,5 +152,12 @@ mod tests {
         cache.advance(5);
         cache.advance(1);
         assert_eq!(cache.position(), 6);
+        assert!(cache.fits(&config));
+        let mut other = config.clone();
+        other.linear_value_head_dim = 5;
+        assert!(!cache.fits(&other));
+        other = config.clone();
+        other.layer_types.swap(0, 3);
+        assert!(!cache.fits(&other));
     }
 }

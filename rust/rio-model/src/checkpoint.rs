@@ -126,10 +126,9 @@ impl Checkpoint {
 
     fn insert(&mut self, logical: String, tensor: LogicalTensor) -> Result<()> {
         if let Some(old) = self.tensors.get(&logical) {
-            return Err(self.error(format!(
-                "keys {} and {} both map to the logical tensor {logical}",
-                old.parts[0].key, tensor.parts[0].key
-            )));
+            return Err(
+                self.error(format!("keys {} and {} both map to the logical tensor {logical}", old.parts[0].key, tensor.parts[0].key))
+            );
         }
         self.tensors.insert(logical, tensor);
         Ok(())
@@ -162,10 +161,7 @@ impl Checkpoint {
             let (i, h) = *dims.get_or_insert(if gs.len() == 2 { (gs[0], gs[1]) } else { (0, 0) });
             for (part, shape, want) in [(&g, &gs, [i, h]), (&u, &us, [i, h]), (&d, &ds, [h, i])] {
                 if shape.as_slice() != want.as_slice() {
-                    return Err(self.error(format!(
-                        "per-expert tensor {} has shape {shape:?}, expected {want:?} like expert 0",
-                        part.key
-                    )));
+                    return Err(self.error(format!("per-expert tensor {} has shape {shape:?}, expected {want:?} like expert 0", part.key)));
                 }
             }
             gate_up.extend([g, u]);
@@ -248,11 +244,9 @@ impl Checkpoint {
                     ExpertMats { gate: g.narrow0(0, i), up: g.narrow0(i, i), down: dn.index0(x) }
                 })
                 .collect(),
-            _ => gate_up
-                .chunks_exact(2)
-                .zip(down)
-                .map(|(gu, dn)| ExpertMats { gate: gu[0].clone(), up: gu[1].clone(), down: dn })
-                .collect(),
+            _ => {
+                gate_up.chunks_exact(2).zip(down).map(|(gu, dn)| ExpertMats { gate: gu[0].clone(), up: gu[1].clone(), down: dn }).collect()
+            }
         })
     }
 }

@@ -1,4 +1,5 @@
-//! `config.json` of a Qwen3.5-MoE checkpoint (spec sections 0, 1, 2.2, 6).
+//! `config.json` of a Qwen3.5-MoE checkpoint (spec sections 0, 1, 2.2, 6), and the sampling
+//! defaults and stop tokens of its `generation_config.json`.
 //!
 //! Accepts the multimodal layout (`model_type: qwen3_5_moe`, text fields under `text_config`) and
 //! the text-only one (`model_type: qwen3_5_moe_text`). Fields are read one by one so that an error
@@ -88,6 +89,10 @@ impl<'a> Fields<'a> {
             return Err(self.err(key, "must be at least 1, got 0"));
         }
         Ok(n)
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        self.get(key).map(|v| v.as_f64().ok_or_else(|| self.err(key, format!("expected a number, got {v}")))).transpose()
     }
 
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
@@ -183,7 +188,7 @@ impl Qwen35MoeConfig {
         let rope = Self::rope(&f)?;
         let head_dim = f.positive("head_dim", None)?;
         let rotary = (head_dim as f64 * rope.partial_rotary_factor) as usize;
-        if rotary % 2 != 0 || rotary > head_dim {
+        if !rotary.is_multiple_of(2) || rotary > head_dim {
             return Err(f.err(
                 "rope_parameters.partial_rotary_factor",
                 format!("gives a rotary dimension of {rotary} for head_dim {head_dim}; it must be even and at most head_dim"),
@@ -193,10 +198,9 @@ impl Qwen35MoeConfig {
         let num_attention_heads = f.positive("num_attention_heads", None)?;
         let num_key_value_heads = f.positive("num_key_value_heads", None)?;
         if num_attention_heads % num_key_value_heads != 0 {
-            return Err(f.err(
-                "num_key_value_heads",
-                format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
-            ));
+            return Err(
+                f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"))
+            );
         }
         let linear_num_key_heads = f.positive("linear_num_key_heads", None)?;
         let linear_num_value_heads = f.positive("linear_num_value_heads", None)?;
@@ -290,6 +294,72 @@ impl Qwen35MoeConfig {
     /// Channels of the GDN causal conv: `2 · n_k·d_k + n_v·d_v` (spec 3).
     pub fn conv_channels(&self) -> usize {
         2 * self.linear_num_key_heads * self.linear_key_head_dim + self.linear_num_value_heads * self.linear_value_head_dim
+    }
+}
+
+/// `generation_config.json`: stop tokens and the sampling defaults the checkpoint ships.
+/// Every field is optional; a folder without the file gives all `None`/empty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationConfig {
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
+    pub pad_token_id: Option<u32>,
+    pub do_sample: Option<bool>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+}
+
+impl GenerationConfig {
+    pub const FILE: &'static str = "generation_config.json";
+
+    /// Reads `generation_config.json` in a checkpoint folder, if there is one.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join(Self::FILE);
+        if !path.exists() {
+            return Ok(GenerationConfig::default());
+        }
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(json: &str, path: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let obj = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let f = Fields { path, parent: "", obj };
+        let one_id = |key: &str| -> Result<Option<u32>> {
+            match f.token_ids(key)?.as_slice() {
+                [] => Ok(None),
+                [id] => Ok(Some(*id)),
+                more => Err(f.err(key, format!("expected one token id, got {} of them", more.len()))),
+            }
+        };
+        let probability = |key: &str| -> Result<Option<f64>> {
+            match f.opt_f64(key)? {
+                Some(p) if !(0.0..=1.0).contains(&p) => Err(f.err(key, format!("must be in [0, 1], got {p}"))),
+                p => Ok(p),
+            }
+        };
+        let non_negative = |key: &str| -> Result<Option<f64>> {
+            match f.opt_f64(key)? {
+                Some(x) if !(x >= 0.0 && x.is_finite()) => Err(f.err(key, format!("must be a finite number >= 0, got {x}"))),
+                x => Ok(x),
+            }
+        };
+        Ok(GenerationConfig {
+            eos_token_ids: f.token_ids("eos_token_id")?,
+            bos_token_id: one_id("bos_token_id")?,
+            pad_token_id: one_id("pad_token_id")?,
+            do_sample: f.get("do_sample").map(|_| f.bool_or("do_sample", false)).transpose()?,
+            temperature: non_negative("temperature")?,
+            top_k: f.get("top_k").map(|_| f.usize_or("top_k", None)).transpose()?,
+            top_p: probability("top_p")?,
+            min_p: probability("min_p")?,
+            repetition_penalty: non_negative("repetition_penalty")?,
+        })
     }
 }
 
@@ -402,8 +472,31 @@ mod tests {
     }
 
     #[test]
+    fn generation_config_reads_stop_tokens_and_sampling_defaults() {
+        let g = GenerationConfig::parse(
+            r#"{"bos_token_id": 1, "do_sample": true, "eos_token_id": [248046, 248044], "pad_token_id": 248044,
+                "temperature": 0.6, "top_k": 20, "top_p": 0.95, "transformers_version": "5.23.0"}"#,
+            "generation_config.json",
+        )
+        .unwrap();
+        assert_eq!(g.eos_token_ids, vec![248046, 248044]);
+        assert_eq!((g.bos_token_id, g.pad_token_id, g.do_sample), (Some(1), Some(248044), Some(true)));
+        assert_eq!((g.temperature, g.top_k, g.top_p, g.min_p), (Some(0.6), Some(20), Some(0.95), None));
+        assert_eq!(GenerationConfig::parse("{}", "g.json").unwrap(), GenerationConfig::default());
+        for (bad, field) in [(r#"{"top_p": 1.5}"#, "top_p"), (r#"{"eos_token_id": "x"}"#, "eos_token_id"), (r#"{"top_k": -1}"#, "top_k")] {
+            let err = GenerationConfig::parse(bad, "g.json").unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("g.json"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(GenerationConfig::from_dir(dir.path()).unwrap(), GenerationConfig::default());
+    }
+
+    #[test]
     fn any_bytes_give_a_config_or_an_error_never_a_panic() {
-        let base = text_fields().to_string();
+        let mut base = text_fields();
+        base["model_type"] = "qwen3_5_moe_text".into();
+        let base = base.to_string();
+        assert!(Qwen35MoeConfig::parse(&base, "config.json").is_ok());
         let mut seed = 0x9E37_79B9u32;
         for _ in 0..2000 {
             let mut bytes = base.clone().into_bytes();

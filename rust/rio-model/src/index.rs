@@ -25,7 +25,10 @@ impl ShardIndex {
         for (name, shard) in &raw.weight_map {
             let inside = shard.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
             if !inside {
-                return Err(Error::checkpoint(file, format!("tensor {name}: shard {shard:?} is not a file name inside the checkpoint folder")));
+                return Err(Error::checkpoint(
+                    file,
+                    format!("tensor {name}: shard {shard:?} is not a file name inside the checkpoint folder"),
+                ));
             }
         }
         Ok(ShardIndex { weight_map: raw.weight_map })

@@ -74,10 +74,7 @@ mod tests {
 
     #[test]
     fn expert_keys_split_and_shared_expert_does_not() {
-        assert_eq!(
-            split_expert_key("layers.3.mlp.experts.17.up_proj.weight"),
-            Some(("layers.3.mlp.experts", 17, ExpertProj::Up))
-        );
+        assert_eq!(split_expert_key("layers.3.mlp.experts.17.up_proj.weight"), Some(("layers.3.mlp.experts", 17, ExpertProj::Up)));
         assert_eq!(split_expert_key("layers.3.mlp.shared_expert.up_proj.weight"), None);
         assert_eq!(split_expert_key("layers.3.mlp.experts.gate_up_proj"), None);
         assert_eq!(split_expert_key("layers.3.mlp.experts.01.up_proj.weight"), None);

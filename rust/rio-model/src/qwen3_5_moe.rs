@@ -9,7 +9,7 @@ use rio_cpu::ops::{attention, conv, gated_delta, norm, rope, sigmoid, softplus};
 use rio_cpu::CpuBackend;
 
 use crate::cache::{GdnState, KvCache, LayerCache, ModelCache};
-use crate::config::{LayerType, Qwen35MoeConfig};
+use crate::config::{GenerationConfig, LayerType, Qwen35MoeConfig};
 use crate::layers::{load_f32, Linear};
 use crate::Checkpoint;
 
@@ -144,34 +144,41 @@ impl GatedDeltaNet {
         let z = self.in_proj_z.forward(x);
         let b = self.in_proj_b.forward(x);
         let a = self.in_proj_a.forward(x);
-        let channels = qkv.len() / b.len() * n_v;
+        let channels = self.in_proj_qkv.out_features;
         let t = b.len() / n_v;
         let mut y = vec![0f32; qkv.len()];
         conv::causal_conv1d_silu(&qkv, &self.conv_weight, self.kernel, &mut state.conv, &mut y);
 
-        let mut o = vec![0f32; t * n_v * d_v];
+        // Steps 3-4: split, L2-normalise q and k per head, scale q.
         let scale = 1.0 / (d_k as f32).sqrt();
-        for s in 0..t {
-            // Steps 3-4: split, L2-normalise q and k per head, scale q.
-            let row = &mut y[s * channels..(s + 1) * channels];
-            let (qk, v) = row.split_at_mut(2 * key_dim);
+        for row in y.chunks_exact_mut(channels) {
+            let qk = &mut row[..2 * key_dim];
             norm::l2_norm_inplace(qk, d_k);
             qk[..key_dim].iter_mut().for_each(|q| *q *= scale);
-            let (q, k) = qk.split_at(key_dim);
-            for j in 0..n_v {
-                // Steps 5-7: value head j reads key head j / (n_v / n_k).
-                let kh = j / (n_v / n_k);
-                let beta = sigmoid(b[s * n_v + j]);
-                let g = -self.a_log[j].exp() * softplus(a[s * n_v + j] + self.dt_bias[j]);
-                gated_delta::gated_delta_step(
-                    &mut state.recurrent[j * d_k * d_v..(j + 1) * d_k * d_v],
-                    &q[kh * d_k..(kh + 1) * d_k],
-                    &k[kh * d_k..(kh + 1) * d_k],
-                    &v[j * d_v..(j + 1) * d_v],
-                    g.exp(),
-                    beta,
-                    &mut o[(s * n_v + j) * d_v..(s * n_v + j + 1) * d_v],
-                );
+        }
+        // Step 6: β and the log-decay g per token and value head.
+        let beta: Vec<f32> = b.iter().map(|&x| sigmoid(x)).collect();
+        let g: Vec<f32> = a.iter().enumerate().map(|(i, &x)| -self.a_log[i % n_v].exp() * softplus(x + self.dt_bias[i % n_v])).collect();
+        // Steps 5 and 7: value head j reads key head j / (n_v / n_k); one token steps the
+        // recurrence, several run the chunked form (spec 3.2), as in transformers.
+        let mut o = vec![0f32; t * n_v * d_v];
+        let column = |offset: usize, width: usize| -> Vec<f32> {
+            y.chunks_exact(channels).flat_map(|row| &row[offset..offset + width]).copied().collect()
+        };
+        for j in 0..n_v {
+            let kh = j / (n_v / n_k);
+            let state_j = &mut state.recurrent[j * d_k * d_v..(j + 1) * d_k * d_v];
+            let (q, k, v) = (column(kh * d_k, d_k), column(key_dim + kh * d_k, d_k), column(2 * key_dim + j * d_v, d_v));
+            let g_j: Vec<f32> = (0..t).map(|s| g[s * n_v + j]).collect();
+            let beta_j: Vec<f32> = (0..t).map(|s| beta[s * n_v + j]).collect();
+            let mut o_j = vec![0f32; t * d_v];
+            if t == 1 {
+                gated_delta::gated_delta_step(state_j, &q, &k, &v, g_j[0].exp(), beta_j[0], &mut o_j);
+            } else {
+                gated_delta::gated_delta_chunked(state_j, &q, &k, &v, &g_j, &beta_j, &mut o_j);
+            }
+            for (s, row) in o_j.chunks_exact(d_v).enumerate() {
+                o[(s * n_v + j) * d_v..(s * n_v + j + 1) * d_v].copy_from_slice(row);
             }
         }
         // Steps 8-9.
@@ -229,11 +236,19 @@ impl SparseMoe {
         }
         let (e, h, i, i_s) = (self.e, self.h, self.i, self.i_s);
         let shared = SharedExpert {
-            mats: ExpertMats { gate: view(&self.shared_gate, &[i_s, h])?, up: view(&self.shared_up, &[i_s, h])?, down: view(&self.shared_down, &[h, i_s])? },
+            mats: ExpertMats {
+                gate: view(&self.shared_gate, &[i_s, h])?,
+                up: view(&self.shared_up, &[i_s, h])?,
+                down: view(&self.shared_down, &[h, i_s])?,
+            },
             gate_weight: Some(view(&self.shared_expert_gate, &[1, h])?),
         };
-        let weights =
-            MoeWeights::fused(view(&self.router, &[e, h])?, view(&self.gate_up, &[e, 2 * i, h])?, view(&self.down, &[e, h, i])?, Some(shared))?;
+        let weights = MoeWeights::fused(
+            view(&self.router, &[e, h])?,
+            view(&self.gate_up, &[e, 2 * i, h])?,
+            view(&self.down, &[e, h, i])?,
+            Some(shared),
+        )?;
         let t = x.len() / h;
         let mut out = vec![0f32; x.len()];
         let config = RouterConfig { top_k: self.top_k, renormalize: true };
@@ -294,6 +309,7 @@ impl DecoderLayer {
 #[derive(Debug)]
 pub struct Qwen35Moe {
     config: Qwen35MoeConfig,
+    generation: GenerationConfig,
     embed_tokens: Vec<f32>,
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
@@ -304,12 +320,16 @@ impl Qwen35Moe {
     /// Loads a checkpoint folder: `config.json` and the safetensors weights (either key prefix,
     /// either expert layout; vision and MTP tensors are skipped by the checkpoint reader).
     pub fn from_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        if !dir.as_ref().is_dir() {
+            return Err(Error::checkpoint(dir.as_ref().display().to_string(), "no such checkpoint folder"));
+        }
         let config = Qwen35MoeConfig::from_dir(&dir)?;
+        let generation = GenerationConfig::from_dir(&dir)?;
         let ck = Checkpoint::open(&dir)?;
-        Self::load(&ck, config)
+        Self::load(&ck, config, generation)
     }
 
-    pub fn load(ck: &Checkpoint, config: Qwen35MoeConfig) -> Result<Self> {
+    pub fn load(ck: &Checkpoint, config: Qwen35MoeConfig, generation: GenerationConfig) -> Result<Self> {
         let (v, h) = (config.vocab_size, config.hidden_size);
         let embed_tokens = load_f32(ck, "embed_tokens.weight", &[v, h])?;
         let lm_head = if config.tie_word_embeddings && ck.get("lm_head.weight").is_none() {
@@ -318,11 +338,22 @@ impl Qwen35Moe {
             Linear::load(ck, "lm_head.weight", v, h)?
         };
         let layers = (0..config.num_hidden_layers).map(|l| DecoderLayer::load(ck, l, &config)).collect::<Result<Vec<_>>>()?;
-        Ok(Qwen35Moe { norm: load_f32(ck, "norm.weight", &[h])?, embed_tokens, layers, lm_head, config })
+        Ok(Qwen35Moe { norm: load_f32(ck, "norm.weight", &[h])?, embed_tokens, layers, lm_head, config, generation })
     }
 
     pub fn config(&self) -> &Qwen35MoeConfig {
         &self.config
+    }
+
+    pub fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+
+    /// The tokens that end a generation: `generation_config.json`'s, then `config.json`'s.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let mut ids = self.generation.eos_token_ids.clone();
+        ids.extend(self.config.eos_token_ids.iter().filter(|id| !self.generation.eos_token_ids.contains(id)));
+        ids
     }
 
     /// A fresh per-sequence cache for this model.
@@ -337,28 +368,20 @@ impl Qwen35Moe {
         for (i, &tok) in tokens.iter().enumerate() {
             let row = tok as usize;
             if row >= self.config.vocab_size {
-                return Err(Error::value("ids", format!("token id {tok} at index {i} is outside the vocabulary of {}", self.config.vocab_size)));
+                return Err(Error::value(
+                    "ids",
+                    format!("token id {tok} at index {i} is outside the vocabulary of {}", self.config.vocab_size),
+                ));
             }
             out.extend_from_slice(&self.embed_tokens[row * h..(row + 1) * h]);
         }
         Ok(out)
     }
 
-    /// Refuses a cache made for another model before any layer state is touched.
-    fn check_cache(&self, cache: &ModelCache) -> Result<()> {
-        let fits = cache.layers.len() == self.layers.len()
-            && cache.layers.iter().zip(&self.layers).all(|(c, l)| {
-                matches!((c, &l.mixer), (LayerCache::Attention(_), Mixer::Attention(_)) | (LayerCache::LinearAttention(_), Mixer::DeltaNet(_)))
-            });
-        if !fits {
-            return Err(Error::value("cache", "was made for a model with other layers; use this model's new_cache()"));
-        }
-        Ok(())
-    }
-
     /// Runs T new tokens (or embeddings) through the model after what `cache` has seen, and
-    /// returns the logits `[T, V]` of every new position.
-    pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache) -> Result<Vec<f32>> {
+    /// returns the logits `[n, V]` of the last `n = logits_to_keep` new positions (all T for 0,
+    /// as transformers' `logits_to_keep`); lm_head runs only for those (section 8).
+    pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         let mut x = match input {
             Input::Tokens(tokens) => self.embed(tokens)?,
@@ -376,12 +399,16 @@ impl Qwen35Moe {
         if t == 0 {
             return Err(Error::value("ids", "needs at least one token"));
         }
-        self.check_cache(cache)?;
+        if !cache.fits(&self.config) {
+            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
+        }
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
             layer.forward(&mut x, lc)?;
         }
         cache.advance(t);
-        norm::rms_norm_1p_inplace(&mut x, &self.norm, self.config.rms_norm_eps as f32);
-        Ok(self.lm_head.forward(&x))
+        let keep = if logits_to_keep == 0 { t } else { logits_to_keep.min(t) };
+        let last = &mut x[(t - keep) * h..];
+        norm::rms_norm_1p_inplace(last, &self.norm, self.config.rms_norm_eps as f32);
+        Ok(self.lm_head.forward(last))
     }
 }

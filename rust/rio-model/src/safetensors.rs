@@ -154,14 +154,13 @@ pub fn parse_header(file_bytes: &[u8], file: &str) -> Result<Header> {
     }
     let data_start = 8 + n as usize;
     let data_len = file_bytes.len() - data_start;
-    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&file_bytes[8..data_start])
-        .map_err(|e| err(format!("header is not a JSON object of tensors: {e}")))?;
+    let raw: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&file_bytes[8..data_start]).map_err(|e| err(format!("header is not a JSON object of tensors: {e}")))?;
 
     let mut header = Header::default();
     for (name, value) in raw {
         if name == "__metadata__" {
-            header.metadata = serde_json::from_value(value)
-                .map_err(|e| err(format!("__metadata__ must map strings to strings: {e}")))?;
+            header.metadata = serde_json::from_value(value).map_err(|e| err(format!("__metadata__ must map strings to strings: {e}")))?;
             continue;
         }
         let info: RawInfo = serde_json::from_value(value).map_err(|e| err(format!("tensor {name}: bad header entry: {e}")))?;

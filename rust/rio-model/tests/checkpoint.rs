@@ -49,7 +49,11 @@ fn write_per_expert_sharded(dir: &std::path::Path, prefix: &str) {
         let to_a = e % 2 == 0;
         weight_map.insert(name.clone(), (if to_a { "a.safetensors" } else { "b.safetensors" }).into());
         let ent = if *p == "down" { entry_bf16(name, &shape, &values) } else { entry(name, &shape, &values) };
-        if to_a { shard_a.push(ent) } else { shard_b.push(ent) }
+        if to_a {
+            shard_a.push(ent)
+        } else {
+            shard_b.push(ent)
+        }
     }
     write(&dir.join("a.safetensors"), &shard_a);
     write(&dir.join("b.safetensors"), &shard_b);
@@ -185,10 +189,7 @@ fn misaligned_tensor_is_an_error_not_a_bad_view() {
     let d = tempfile::tempdir().unwrap();
     write(
         &d.path().join("model.safetensors"),
-        &[
-            common::Entry { name: "a", dtype: "U8", shape: vec![1], data: vec![7] },
-            entry("b", &[2], &[1.0, 2.0]),
-        ],
+        &[common::Entry { name: "a", dtype: "U8", shape: vec![1], data: vec![7] }, entry("b", &[2], &[1.0, 2.0])],
     );
     let ck = Checkpoint::open(d.path()).unwrap();
     let msg = ck.tensor("b").unwrap_err().to_string();

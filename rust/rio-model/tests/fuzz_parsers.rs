@@ -8,11 +8,7 @@ use rio_model::index::ShardIndex;
 use rio_model::safetensors::parse_header;
 
 fn valid_file() -> Vec<u8> {
-    safetensors_bytes(&[
-        entry("a", &[2, 3], &[1.0; 6]),
-        entry("b", &[4], &[2.0; 4]),
-        entry("c", &[0, 5], &[]),
-    ])
+    safetensors_bytes(&[entry("a", &[2, 3], &[1.0; 6]), entry("b", &[4], &[2.0; 4]), entry("c", &[0, 5], &[])])
 }
 
 fn check_accepted(bytes: &[u8]) {
@@ -90,7 +86,8 @@ fn header_lying_about_sizes_is_named() {
 
 #[test]
 fn overlapping_tensors_are_rejected() {
-    let json = br#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#;
+    let json =
+        br#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#;
     let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
     bytes.extend(json);
     bytes.extend([0u8; 12]);

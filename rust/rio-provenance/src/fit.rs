@@ -86,7 +86,7 @@ pub fn fit_checkpoints(
         ck.advise(access);
     }
     let parent_names: Vec<String> = parents.iter().map(|p| p.dir().display().to_string()).collect();
-    let (jobs, not_compared) = match_tensors(candidate, parents, &parent_names)?;
+    let (jobs, mut not_compared) = match_tensors(candidate, parents, &parent_names)?;
 
     let plans: Vec<Vec<Vec<Range<usize>>>> = jobs.iter().map(|j| plan(j.numel(), opts)).collect();
     let elements: Vec<usize> = plans.iter().map(|p| p.iter().flatten().map(|r| r.len()).sum()).collect();
@@ -109,8 +109,12 @@ pub fn fit_checkpoints(
         for p in &partials {
             m.merge(p);
         }
-        rows.push(tensor_fit(job, &m, elements[idx], opts));
         bytes_done += bytes[idx];
+        if !m.is_finite() {
+            not_compared.push(NotCompared { name: job.name.to_string(), reason: "holds NaN or infinite values".to_string() });
+            continue;
+        }
+        rows.push(tensor_fit(job, &m, elements[idx], opts));
     }
     let done = Progress { done: jobs.len(), total: jobs.len(), name: "", bytes_done, bytes_total };
     if !progress(&done) {
@@ -148,8 +152,7 @@ fn match_tensors<'a>(
     let mut jobs = Vec::new();
     for name in candidate.names() {
         let shape = &candidate.get(name).expect("listed").shape;
-        let missing: Vec<&str> =
-            parents.iter().zip(parent_names).filter(|(p, _)| p.get(name).is_none()).map(|(_, n)| n.as_str()).collect();
+        let missing: Vec<&str> = parents.iter().zip(parent_names).filter(|(p, _)| p.get(name).is_none()).map(|(_, n)| n.as_str()).collect();
         if !missing.is_empty() {
             not_compared.push(NotCompared { name: name.to_string(), reason: format!("missing in {}", missing.join(", ")) });
             continue;
@@ -163,12 +166,8 @@ fn match_tensors<'a>(
                 ));
             }
         }
-        let operands: Result<Vec<Operand<'a>>> = parents
-            .iter()
-            .copied()
-            .chain([candidate])
-            .map(|ck| ck.parts(name).and_then(|parts| Operand::new(name, &parts)))
-            .collect();
+        let operands: Result<Vec<Operand<'a>>> =
+            parents.iter().copied().chain([candidate]).map(|ck| ck.parts(name).and_then(|parts| Operand::new(name, &parts))).collect();
         match operands {
             Ok(operands) => jobs.push(Job { name, shape: shape.clone(), operands }),
             Err(e) => not_compared.push(NotCompared { name: name.to_string(), reason: e.to_string() }),
@@ -181,7 +180,8 @@ fn match_tensors<'a>(
         }
     }
     for (name, present) in only_in_parents {
-        not_compared.push(NotCompared { name: name.to_string(), reason: format!("missing in the candidate (present in {})", present.join(", ")) });
+        not_compared
+            .push(NotCompared { name: name.to_string(), reason: format!("missing in the candidate (present in {})", present.join(", ")) });
     }
     Ok((jobs, not_compared))
 }
@@ -278,7 +278,15 @@ fn tensor_fit(job: &Job<'_>, m: &Moments, elements: usize, opts: &Options) -> Te
     let k = job.operands.len() - 1;
     let sol = least_squares(m, opts.intercept);
     let yy = m.product(k, k);
-    let relative = |sq: f64| if yy > 0.0 { (sq / yy).sqrt() } else if sq > 0.0 { f64::MAX } else { 0.0 };
+    let relative = |sq: f64| {
+        if yy > 0.0 {
+            (sq / yy).sqrt()
+        } else if sq > 0.0 {
+            f64::MAX
+        } else {
+            0.0
+        }
+    };
     let n = m.count.max(1) as f64;
     let tss = yy - m.sums[k] * m.sums[k] / n;
     let rel_residual = relative(sol.rss);

@@ -33,6 +33,11 @@ impl Moments {
         self.products[i * self.operands + j]
     }
 
+    /// False when an input held NaN or infinity (or the sums overflowed).
+    pub fn is_finite(&self) -> bool {
+        self.sums.iter().chain(&self.products).chain(&self.sq_diffs).all(|v| v.is_finite())
+    }
+
     pub fn merge(&mut self, other: &Moments) {
         self.count += other.count;
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {

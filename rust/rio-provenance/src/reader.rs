@@ -60,19 +60,13 @@ impl<'a> Operand<'a> {
 
     /// Asks the OS to fetch elements `[start, start + len)` ahead of reading them.
     pub fn will_need(&self, start: usize, len: usize) {
-        let mut part = self.starts.partition_point(|&s| s <= start) - 1;
-        let (mut pos, end) = (start, (start + len).min(self.numel()));
-        while pos < end {
-            let offset = pos - self.starts[part];
-            let n = (self.starts[part + 1] - pos).min(end - pos);
-            let bytes = match &self.parts[part] {
+        for (slice, offset, n) in self.segments(start, len.min(self.numel().saturating_sub(start))) {
+            let bytes = match slice {
                 Slice::BF16(s) => as_bytes(&s[offset..offset + n]),
                 Slice::F16(s) => as_bytes(&s[offset..offset + n]),
                 Slice::F32(s) => as_bytes(&s[offset..offset + n]),
             };
             rio_model::safetensors::will_need(bytes);
-            pos += n;
-            part += 1;
         }
     }
 
@@ -80,16 +74,28 @@ impl<'a> Operand<'a> {
     pub fn read(&self, start: usize, out: &mut [f32]) {
         assert!(start + out.len() <= self.numel(), "read past the end of the tensor");
         let isa = features::active_isa();
-        let mut part = self.starts.partition_point(|&s| s <= start) - 1;
-        let (mut pos, mut done) = (start, 0);
-        while done < out.len() {
-            let offset = pos - self.starts[part];
-            let n = (self.starts[part + 1] - pos).min(out.len() - done);
-            widen(&self.parts[part], offset, &mut out[done..done + n], isa);
+        let mut done = 0;
+        for (slice, offset, n) in self.segments(start, out.len()) {
+            widen(slice, offset, &mut out[done..done + n], isa);
             done += n;
+        }
+    }
+
+    /// The pieces of elements `[start, start + len)`: (part, offset in it, count), in order.
+    fn segments(&self, start: usize, len: usize) -> impl Iterator<Item = (&Slice<'a>, usize, usize)> + '_ {
+        let mut part = self.starts.partition_point(|&s| s <= start).saturating_sub(1);
+        let (mut pos, end) = (start, start + len);
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            let offset = pos - self.starts[part];
+            let n = (self.starts[part + 1] - pos).min(end - pos);
+            let piece = (&self.parts[part], offset, n);
             pos += n;
             part += 1;
-        }
+            Some(piece)
+        })
     }
 }
 
@@ -156,11 +162,8 @@ mod tests {
         let a: Vec<bf16> = [1.5f32, -2.0, 3.25].iter().map(|&v| bf16::from_f32(v)).collect();
         let b: Vec<f16> = [4.0f32, 5.5].iter().map(|&v| f16::from_f32(v)).collect();
         let c = [6.0f32, 7.0, 8.0];
-        let parts = [
-            TensorRef::from_slice(&a, &[3]).unwrap(),
-            TensorRef::from_slice(&b, &[2]).unwrap(),
-            TensorRef::from_slice(&c, &[3]).unwrap(),
-        ];
+        let parts =
+            [TensorRef::from_slice(&a, &[3]).unwrap(), TensorRef::from_slice(&b, &[2]).unwrap(), TensorRef::from_slice(&c, &[3]).unwrap()];
         let op = Operand::new("t", &parts).unwrap();
         assert_eq!(op.numel(), 8);
         let mut out = [0.0f32; 6];

@@ -140,12 +140,18 @@ impl Report {
 pub fn summarize(name: &str, layer: Option<usize>, rows: &[&TensorFit], parents: usize) -> Summary {
     let params: usize = rows.iter().map(|r| r.params).sum();
     let w = |r: &TensorFit| if params > 0 { r.params as f64 / params as f64 } else { 1.0 / rows.len().max(1) as f64 };
-    let mean_of = |f: &dyn Fn(&TensorFit) -> f64| rows.iter().map(|r| w(r) * f(r)).sum::<f64>();
+    // fold from +0.0: an empty f64 sum would be -0.0.
+    let mean_of = |f: &dyn Fn(&TensorFit) -> f64| rows.iter().fold(0.0, |acc, r| acc + w(r) * f(r));
     let coefficient_mean: Vec<f64> = (0..parents).map(|i| mean_of(&|r| r.coefficients[i])).collect();
-    let coefficient_std = (0..parents)
-        .map(|i| mean_of(&|r| (r.coefficients[i] - coefficient_mean[i]).powi(2)).max(0.0).sqrt())
-        .collect();
-    let fold = |i: usize, init: f64, pick: fn(f64, f64) -> f64| rows.iter().map(|r| r.coefficients[i]).fold(init, pick);
+    let coefficient_std = (0..parents).map(|i| mean_of(&|r| (r.coefficients[i] - coefficient_mean[i]).powi(2)).max(0.0).sqrt()).collect();
+    // An empty group reports 0 rather than ±infinity.
+    let fold = |i: usize, init: f64, pick: fn(f64, f64) -> f64| {
+        if rows.is_empty() {
+            0.0
+        } else {
+            rows.iter().map(|r| r.coefficients[i]).fold(init, pick)
+        }
+    };
     Summary {
         name: name.to_string(),
         layer,
@@ -202,8 +208,7 @@ pub fn decide(rows: &[TensorFit], overall: &Summary, parent_names: &[String], t:
     if let Some(i) = identical {
         return verdict(VerdictKind::Identical, Some(i), None, format!("identical to parent {}", parent_names[i]));
     }
-    let material: Vec<usize> =
-        (0..parent_names.len()).filter(|&i| overall.coefficient_mean[i].abs() >= t.material_coefficient).collect();
+    let material: Vec<usize> = (0..parent_names.len()).filter(|&i| overall.coefficient_mean[i].abs() >= t.material_coefficient).collect();
     if overall.share_explained >= t.blend_share && material.len() >= 2 {
         let terms: Vec<String> =
             (0..parent_names.len()).map(|i| format!("{:.3} × {}", overall.coefficient_mean[i], parent_names[i])).collect();
@@ -253,6 +258,10 @@ pub fn decide(rows: &[TensorFit], overall: &Summary, parent_names: &[String], t:
         VerdictKind::Unrelated,
         None,
         None,
-        format!("unrelated to the parents (mean cosines {}, {:.1}% of parameters explained)", cos.join(", "), 100.0 * overall.share_explained),
+        format!(
+            "unrelated to the parents (mean cosines {}, {:.1}% of parameters explained)",
+            cos.join(", "),
+            100.0 * overall.share_explained
+        ),
     )
 }

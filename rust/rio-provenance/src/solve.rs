@@ -44,11 +44,7 @@ pub fn least_squares(m: &Moments, intercept: bool) -> Solution {
             rss += x[i] * gram[i * cols + j] * x[j];
         }
     }
-    Solution {
-        coefficients: x[..k].to_vec(),
-        intercept: intercept.then(|| x[k]),
-        rss: rss.max(0.0),
-    }
+    Solution { coefficients: x[..k].to_vec(), intercept: intercept.then(|| x[k]), rss: rss.max(0.0) }
 }
 
 /// Minimum-norm solution of `a x = b` for a symmetric positive semi-definite `a` (`n × n`).

@@ -42,7 +42,13 @@ fn seed_of(name: &str) -> u64 {
 
 #[test]
 fn blend_fine_tune_and_unrelated_are_told_apart() {
-    let (a, b, blend, tuned, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, blend, tuned, other) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     model(a.path(), &|n, len| noise(len, seed_of(n)));
     model(b.path(), &|n, len| noise(len, seed_of(n) + 1000));
     model(blend.path(), &|n, len| {
@@ -88,5 +94,4 @@ fn shape_mismatch_is_an_error_and_missing_tensors_are_reported() {
     write(c.path(), &[("model.norm.weight", vec![2, 2], vec![2.0; 4])]);
     let msg = fit(c.path(), &[a.path()], &Options::default(), &mut |_| true).unwrap_err().to_string();
     assert!(msg.contains("norm.weight") && msg.contains("[4]") && msg.contains("[2, 2]"), "{msg}");
-
 }

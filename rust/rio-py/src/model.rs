@@ -84,20 +84,21 @@ impl Model {
 
     #[getter]
     fn eos_token_ids(&self) -> Vec<u32> {
-        self.inner.config().eos_token_ids.clone()
+        self.inner.eos_token_ids()
     }
 
     fn new_cache(&self) -> Cache {
         Cache { inner: self.inner.new_cache() }
     }
 
-    #[pyo3(signature = (ids=None, *, input_embeds=None, cache=None))]
+    #[pyo3(signature = (ids=None, *, input_embeds=None, cache=None, logits_to_keep=0))]
     fn forward<'py>(
         &self,
         py: Python<'py>,
         ids: Option<Bound<'py, PyAny>>,
         input_embeds: Option<Bound<'py, PyAny>>,
         cache: Option<Bound<'py, Cache>>,
+        logits_to_keep: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (v, h) = (self.inner.config().vocab_size, self.inner.config().hidden_size);
         let (kind, batch, rows) = match (&ids, &input_embeds) {
@@ -140,22 +141,26 @@ impl Model {
         let model = self.inner.clone();
         let logits = match (batch, cache) {
             (None, Some(cache)) => {
-                let mut c = cache.borrow_mut();
+                let mut c = cache.try_borrow_mut().map_err(|_| PyValueError::new_err("cache: already in use by another forward call"))?;
                 let state = &mut c.inner;
-                py.detach(|| model.forward(rows[0].input(), state)).map_err(to_py)?
+                py.detach(|| model.forward(rows[0].input(), state, logits_to_keep)).map_err(to_py)?
             }
-            (None, None) => py.detach(|| model.forward(rows[0].input(), &mut model.new_cache())).map_err(to_py)?,
+            (None, None) => py.detach(|| model.forward(rows[0].input(), &mut model.new_cache(), logits_to_keep)).map_err(to_py)?,
             (Some(_), Some(_)) => {
                 return Err(PyValueError::new_err("cache: a cache carries one sequence; pass 1-D ids or 2-D input_embeds with it"))
             }
             (Some(_), None) => py
-                .detach(|| rows.iter().map(|r| model.forward(r.input(), &mut model.new_cache())).collect::<rio_core::Result<Vec<_>>>())
+                .detach(|| {
+                    rows.iter()
+                        .map(|r| model.forward(r.input(), &mut model.new_cache(), logits_to_keep))
+                        .collect::<rio_core::Result<Vec<_>>>()
+                })
                 .map_err(to_py)?
                 .concat(),
         };
         let shape = match batch {
             None => vec![logits.len() / v, v],
-            Some((b, len)) => vec![b, len, v],
+            Some((b, len)) => vec![b, if logits_to_keep == 0 { len } else { logits_to_keep.min(len) }, v],
         };
         kind.wrap(py, NativeTensor::from_vec(logits, &shape))
     }

@@ -141,7 +141,8 @@ unsafe fn gather_pairs(x: MatRef<'_>, lines: &mut [Line]) {
 /// # Safety
 /// See [`super::matmul_nt_raw`]; needs AMX-BF16 and AVX-512-BF16.
 pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo: usize) {
-    let chunk = (PACKED_CHUNK_BYTES / (2 * x.cols.max(1))).max(2 * TILE_ROWS) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
+    let cb = std::env::var("PCB").ok().and_then(|v| v.parse().ok()).unwrap_or(PACKED_CHUNK_BYTES);
+    let chunk = (cb / (2 * x.cols.max(1))).max(2 * TILE_ROWS) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
     let mut packed = Packed::new();
     for m0 in (0..x.rows).step_by(chunk) {
         let xm = x.rows_range(m0, chunk.min(x.rows - m0));
@@ -217,9 +218,15 @@ impl Stage {
                 let row = m.row::<rio_core::bf16>(r);
                 let line = |s: usize| (s * groups.len() + g) * TILE_ROWS + r;
                 let full = cols / TILE_K;
+                // Each row is its own stream (a 2048-wide row is one 4 KiB page, where hardware
+                // prefetchers stop): fetch the row after next while copying this one.
+                let ahead = m.as_ptr().wrapping_add(((r + 2) * m.row_stride) * 2);
                 for s in 0..full {
-                    // SAFETY: columns [32 s, 32 s + 32) lie inside the row; one 64-byte move.
-                    self.0[line(s)] = unsafe { (row.as_ptr().add(s * TILE_K) as *const Line).read_unaligned() };
+                    // SAFETY: prefetches never fault; columns [32 s, 32 s + 32) lie inside the row.
+                    unsafe {
+                        asm!("prefetcht0 [{0}]", in(reg) ahead.wrapping_add(s * 64), options(nostack, readonly, preserves_flags));
+                        self.0[line(s)] = (row.as_ptr().add(s * TILE_K) as *const Line).read_unaligned();
+                    }
                 }
                 if full < ksteps {
                     let tail = &row[full * TILE_K..];
@@ -261,6 +268,7 @@ impl Region {
 
 /// `c[n * 16 + t]` (a C tile: weight row n, activation row t) into `out[t * ldo + n]`.
 unsafe fn store_transposed(c: &[f32; 256], out: *mut f32, ldo: usize, rows: usize) {
+    if tune() & 4 != 0 { return; }
     for t in 0..rows {
         let dst = out.add(t * ldo);
         for n in 0..TILE_ROWS {
@@ -274,23 +282,24 @@ struct CTiles([[f32; 256]; 4]);
 
 /// For the staged row groups `a` (one, or two when `TWO_A`; see [`Stage`]) and every block of
 /// `packed`: calls `sink(block, c0, c1)` with the C tiles of the two row groups (`c1`
-/// meaningless unless `TWO_A`). Tiles must be configured on this thread. While the first two
-/// blocks run, the memory regions in `next` (the weights the caller stages next) are prefetched
-/// into L2, so reading the weights overlaps the arithmetic.
+/// meaningless unless `TWO_A`). Tiles must be configured on this thread. The memory regions in
+/// `next` (the weights the caller stages next) are prefetched into L2 a little per column step,
+/// spread over the whole call, so reading the weights from memory overlaps the arithmetic
+/// without flooding the queue of outstanding misses.
 ///
 /// # Safety
 /// `a` must come from the last `Stage::groups` call, with as many column steps as `packed`.
 pub(crate) unsafe fn tiles<const TWO_A: bool>(a: *const Line, packed: &Packed, next: &[Region], mut sink: impl FnMut(usize, &[f32; 256], &[f32; 256])) {
     let mut c = CTiles([[0f32; 256]; 4]);
-    let blocks = packed.blocks();
+    let (blocks, ksteps) = (packed.blocks(), packed.ksteps);
+    let pairs = blocks.div_ceil(2);
     for b in (0..blocks).step_by(2) {
         let b0 = packed.block(b);
-        // The weights come from memory during the first pair of blocks; prefetch the next ones then.
-        let next = if b == 0 { next } else { &[] };
+        let prefetch = Prefetch { next, done: b / 2 * ksteps, total: pairs * ksteps };
         if b + 1 < blocks {
-            kloop::<TWO_A, true>(a, packed.ksteps, b0, packed.block(b + 1), next);
+            kloop::<TWO_A, true>(a, ksteps, b0, packed.block(b + 1), &prefetch);
         } else {
-            kloop::<TWO_A, false>(a, packed.ksteps, b0, b0, next);
+            kloop::<TWO_A, false>(a, ksteps, b0, b0, &prefetch);
         }
         let cp = c.0.as_mut_ptr();
         asm!(
@@ -308,16 +317,42 @@ pub(crate) unsafe fn tiles<const TWO_A: bool>(a: *const Line, packed: &Packed, n
     }
 }
 
+/// The share of `next` a [`kloop`] prefetches: column steps `done..done + ksteps` of `total`.
+struct Prefetch<'a> {
+    next: &'a [Region],
+    done: usize,
+    total: usize,
+}
+
 #[inline(always)]
-unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(a: *const Line, ksteps: usize, b0: *const Line, b1: *const Line, next: &[Region]) {
+unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(a: *const Line, ksteps: usize, b0: *const Line, b1: *const Line, prefetch: &Prefetch<'_>) {
     asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
     let groups = if TWO_A { 2 } else { 1 };
     for s in 0..ksteps {
-        for region in next {
-            region.prefetch_part(s, ksteps);
+        for region in prefetch.next {
+            if tune() & 8 != 0 { break; }
+            region.prefetch_part(prefetch.done + s, prefetch.total);
         }
         let a0 = a.add(s * groups * TILE_ROWS);
+        let ahead = s + PREFETCH_STEPS;
+        let pf = tune();
+        if pf & 1 != 0 { prefetch_l1(a.wrapping_add(ahead * groups * TILE_ROWS), groups * TILE_ROWS); }
+        if pf & 2 != 0 { prefetch_l1(b0.wrapping_add(ahead * TILE_ROWS), TILE_ROWS); }
+        if TWO_B && pf & 2 != 0 {
+            prefetch_l1(b1.wrapping_add(ahead * TILE_ROWS), TILE_ROWS);
+        }
         step::<TWO_A, TWO_B>(a0, a0.add(TILE_ROWS), b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
+    }
+}
+fn tune() -> usize { static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new(); *T.get_or_init(|| std::env::var("TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or(0)) }
+/// How many column steps ahead [`kloop`] prefetches tiles into L1.
+const PREFETCH_STEPS: usize = 2;
+
+/// Prefetches `lines` tile lines from `at` into L1 (past the end of a buffer too: prefetches never fault).
+#[inline(always)]
+unsafe fn prefetch_l1(at: *const Line, lines: usize) {
+    for l in 0..lines {
+        asm!("prefetcht0 [{0}]", in(reg) at.wrapping_add(l), options(nostack, readonly, preserves_flags));
     }
 }
 
@@ -329,10 +364,10 @@ unsafe fn step<const TWO_A: bool, const TWO_B: bool>(a0: *const Line, a1: *const
         (true, true) => asm!(
             "tileloadd tmm4, [{a0} + {lda}*1]",
             "tileloadd tmm6, [{b0} + {ldb}*1]",
-            "tileloadd tmm7, [{b1} + {ldb}*1]",
-            "tileloadd tmm5, [{a1} + {lda}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {ldb}*1]",
             "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
             a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1, lda = in(reg) lda, ldb = in(reg) 64usize,

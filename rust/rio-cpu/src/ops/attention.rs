@@ -6,7 +6,7 @@
 pub fn causal_gqa(q: &[f32], keys: &[f32], values: &[f32], n_h: usize, n_kv: usize, d: usize, out: &mut [f32]) {
     let t = q.len() / (n_h * d);
     let l = keys.len() / (n_kv * d);
-    assert!(l >= t && values.len() == keys.len() && out.len() == q.len() && n_h % n_kv == 0);
+    assert!(l >= t && values.len() == keys.len() && out.len() == q.len() && n_h.is_multiple_of(n_kv));
     let past = l - t;
     let group = n_h / n_kv;
     let scale = 1.0 / (d as f32).sqrt();
@@ -55,7 +55,9 @@ mod tests {
             for h in 0..n_h {
                 let kv = h / (n_h / n_kv);
                 let logits: Vec<f64> = (0..=past + s)
-                    .map(|j| (0..d).map(|c| q[(s * n_h + h) * d + c] as f64 * k[(j * n_kv + kv) * d + c] as f64).sum::<f64>() / (d as f64).sqrt())
+                    .map(|j| {
+                        (0..d).map(|c| q[(s * n_h + h) * d + c] as f64 * k[(j * n_kv + kv) * d + c] as f64).sum::<f64>() / (d as f64).sqrt()
+                    })
                     .collect();
                 let m = logits.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = logits.iter().map(|x| (x - m).exp()).sum();

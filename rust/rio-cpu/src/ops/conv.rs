@@ -6,7 +6,7 @@
 /// replaced by the last `K-1` raw inputs seen.
 pub fn causal_conv1d_silu(x: &[f32], w: &[f32], kernel: usize, history: &mut [f32], out: &mut [f32]) {
     let channels = history.len() / (kernel - 1).max(1);
-    assert!(kernel >= 1 && w.len() == channels * kernel && x.len() % channels.max(1) == 0 && out.len() == x.len());
+    assert!(kernel >= 1 && w.len() == channels * kernel && x.len().is_multiple_of(channels.max(1)) && out.len() == x.len());
     assert_eq!(history.len(), (kernel - 1) * channels);
     let t = x.len() / channels.max(1);
     let mut ext = Vec::with_capacity(history.len() + x.len());

@@ -1,7 +1,11 @@
 //! The gated delta rule of Gated DeltaNet (spec 3.1 step 7), one value head, state in f32.
 //!
-//! `S ← α S;  S ← S + k ⊗ β(v − Sᵀk);  o = Sᵀq` with `S [d_k, d_v]` row-major. This recurrence
-//! is exact for prefill as well (spec 3.2: the chunked form equals it up to rounding).
+//! `S ← α S;  S ← S + k ⊗ β(v − Sᵀk);  o = Sᵀq` with `S [d_k, d_v]` row-major, α = e^g.
+//! [`gated_delta_step`] runs it for one token (decode); [`gated_delta_chunked`] runs a sequence
+//! in chunks of [`CHUNK`] tokens (prefill, spec 3.2), which equals the recurrence up to rounding.
+
+/// Tokens per chunk, as in transformers' `torch_chunk_gated_delta_rule`.
+pub const CHUNK: usize = 64;
 
 /// One token: updates `state [d_k, d_v]` and writes `out [d_v]`.
 pub fn gated_delta_step(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], alpha: f32, beta: f32, out: &mut [f32]) {
@@ -27,6 +31,95 @@ pub fn gated_delta_step(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], alph
             *o += s * qi;
         }
     }
+}
+
+/// T tokens of one value head: `q`, `k [T, d_k]` (q already scaled), `v [T, d_v]`, log-decays
+/// `g [T]` (≤ 0) and `beta [T]`; updates `state [d_k, d_v]` and writes `out [T, d_v]`.
+///
+/// Per chunk, with γ the cumulative log-decay and `A_ts = β_t (k_t·k_s) e^(γ_t−γ_s)` for s < t:
+/// `V'` solves `(I + A) V' = diag(β)(V − diag(e^γ) K S)` by forward substitution, then
+/// `O_t = e^γ_t q_t S + Σ_{s≤t} (q_t·k_s) e^(γ_t−γ_s) V'_s` and
+/// `S ← e^γ_C S + Σ_s e^(γ_C−γ_s) k_s ⊗ V'_s`. Every exponent is ≤ 0, so nothing overflows.
+pub fn gated_delta_chunked(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], out: &mut [f32]) {
+    let t = g.len();
+    let (dk, dv) = (k.len() / t.max(1), v.len() / t.max(1));
+    assert!(beta.len() == t && q.len() == k.len() && k.len() == t * dk && out.len() == v.len() && state.len() == dk * dv);
+    let mut gamma = vec![0f32; CHUNK];
+    let mut vp = vec![0f32; CHUNK * dv];
+    let mut kk = vec![0f32; CHUNK * CHUNK];
+    for start in (0..t).step_by(CHUNK) {
+        let c = CHUNK.min(t - start);
+        let (qc, kc) = (&q[start * dk..(start + c) * dk], &k[start * dk..(start + c) * dk]);
+        let vc = &v[start * dv..(start + c) * dv];
+        let mut acc = 0f32;
+        for (gm, &gi) in gamma.iter_mut().zip(&g[start..start + c]) {
+            acc += gi;
+            *gm = acc;
+        }
+        for a in 0..c {
+            for b in 0..=a {
+                kk[a * CHUNK + b] = dot(&kc[a * dk..(a + 1) * dk], &kc[b * dk..(b + 1) * dk]);
+            }
+        }
+        // V' by forward substitution.
+        for a in 0..c {
+            let row = &mut vp[a * dv..(a + 1) * dv];
+            let decay = gamma[a].exp();
+            row.copy_from_slice(&vc[a * dv..(a + 1) * dv]);
+            for (i, &ki) in kc[a * dk..(a + 1) * dk].iter().enumerate() {
+                let w = decay * ki;
+                for (r, &s) in row.iter_mut().zip(&state[i * dv..(i + 1) * dv]) {
+                    *r -= w * s;
+                }
+            }
+            let b_a = beta[start + a];
+            row.iter_mut().for_each(|r| *r *= b_a);
+            let (done, row) = vp.split_at_mut(a * dv);
+            let row = &mut row[..dv];
+            for s in 0..a {
+                let coef = b_a * kk[a * CHUNK + s] * (gamma[a] - gamma[s]).exp();
+                for (r, &p) in row.iter_mut().zip(&done[s * dv..(s + 1) * dv]) {
+                    *r -= coef * p;
+                }
+            }
+        }
+        // Outputs, with the incoming state.
+        for a in 0..c {
+            let qa = &qc[a * dk..(a + 1) * dk];
+            let o = &mut out[(start + a) * dv..(start + a + 1) * dv];
+            o.fill(0.0);
+            let decay = gamma[a].exp();
+            for (i, &qi) in qa.iter().enumerate() {
+                let w = decay * qi;
+                for (r, &s) in o.iter_mut().zip(&state[i * dv..(i + 1) * dv]) {
+                    *r += w * s;
+                }
+            }
+            for s in 0..=a {
+                let coef = dot(qa, &kc[s * dk..(s + 1) * dk]) * (gamma[a] - gamma[s]).exp();
+                for (r, &p) in o.iter_mut().zip(&vp[s * dv..(s + 1) * dv]) {
+                    *r += coef * p;
+                }
+            }
+        }
+        // The state after the chunk.
+        let total = gamma[c - 1];
+        let carry = total.exp();
+        state.iter_mut().for_each(|s| *s *= carry);
+        for s in 0..c {
+            let w = (total - gamma[s]).exp();
+            for (i, &ki) in kc[s * dk..(s + 1) * dk].iter().enumerate() {
+                let ks = w * ki;
+                for (st, &p) in state[i * dv..(i + 1) * dv].iter_mut().zip(&vp[s * dv..(s + 1) * dv]) {
+                    *st += ks * p;
+                }
+            }
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 #[cfg(test)]
@@ -63,6 +156,43 @@ mod tests {
             let want = step_f64(&mut s64, &q, &k, &v, alpha as f64, beta as f64);
             for (a, b) in out.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-5, "step {step}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_sequences_equal_the_float64_recurrence_across_chunk_boundaries() {
+        let (dk, dv) = (8, 5);
+        for t in [1usize, 7, 64, 65, 150] {
+            let gen = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i + seed) * 7919) % 101) as f32 / 50.0 - 1.0).collect() };
+            let q: Vec<f32> = gen(t * dk, 1).iter().map(|x| x * 0.35).collect();
+            let mut k = gen(t * dk, 2);
+            for row in k.chunks_exact_mut(dk) {
+                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                row.iter_mut().for_each(|x| *x /= n);
+            }
+            let v = gen(t * dv, 3);
+            let g: Vec<f32> = gen(t, 4).iter().map(|x| -0.05 - 0.4 * (x + 1.0)).collect();
+            let beta: Vec<f32> = gen(t, 5).iter().map(|x| 0.5 + 0.45 * x).collect();
+            let mut state = gen(dk * dv, 6);
+            let mut s64: Vec<f64> = state.iter().map(|&x| x as f64).collect();
+            let mut out = vec![0f32; t * dv];
+            gated_delta_chunked(&mut state, &q, &k, &v, &g, &beta, &mut out);
+            for s in 0..t {
+                let want = step_f64(
+                    &mut s64,
+                    &q[s * dk..(s + 1) * dk],
+                    &k[s * dk..(s + 1) * dk],
+                    &v[s * dv..(s + 1) * dv],
+                    (g[s] as f64).exp(),
+                    beta[s] as f64,
+                );
+                for (a, b) in out[s * dv..(s + 1) * dv].iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() < 2e-5, "T={t}, token {s}: {a} vs {b}");
+                }
+            }
+            for (a, b) in state.iter().zip(&s64) {
+                assert!((*a as f64 - b).abs() < 2e-5, "T={t}: final state {a} vs {b}");
             }
         }
     }

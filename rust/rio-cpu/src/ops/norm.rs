@@ -5,7 +5,7 @@
 pub fn rms_norm_1p(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     assert_eq!(x.len(), out.len());
-    assert!(n > 0 && x.len() % n == 0, "rows of {n} do not tile {} elements", x.len());
+    assert!(n > 0 && x.len().is_multiple_of(n), "rows of {n} do not tile {} elements", x.len());
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
         let scale = inv_rms(xr, eps);
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
@@ -17,7 +17,7 @@ pub fn rms_norm_1p(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// In place: every row of `w.len()` elements of `x` through [`rms_norm_1p`].
 pub fn rms_norm_1p_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
-    assert!(n > 0 && x.len() % n == 0, "rows of {n} do not tile {} elements", x.len());
+    assert!(n > 0 && x.len().is_multiple_of(n), "rows of {n} do not tile {} elements", x.len());
     for row in x.chunks_exact_mut(n) {
         let scale = inv_rms(row, eps);
         for (v, &g) in row.iter_mut().zip(w) {
@@ -31,7 +31,7 @@ pub fn rms_norm_1p_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 pub fn rms_norm_gated_inplace(o: &mut [f32], z: &[f32], w: &[f32], eps: f32) {
     let n = w.len();
     assert_eq!(o.len(), z.len());
-    assert!(n > 0 && o.len() % n == 0, "rows of {n} do not tile {} elements", o.len());
+    assert!(n > 0 && o.len().is_multiple_of(n), "rows of {n} do not tile {} elements", o.len());
     for (row, zr) in o.chunks_exact_mut(n).zip(z.chunks_exact(n)) {
         let scale = inv_rms(row, eps);
         for ((v, &g), &zv) in row.iter_mut().zip(w).zip(zr) {

@@ -11,7 +11,7 @@ pub fn inv_freq(theta: f64, rotary_dim: usize) -> Vec<f32> {
 /// `2·inv_freq.len()` on are unchanged.
 pub fn apply_rope(x: &mut [f32], head_dim: usize, position: usize, inv_freq: &[f32]) {
     let half = inv_freq.len();
-    assert!(2 * half <= head_dim && x.len() % head_dim == 0);
+    assert!(2 * half <= head_dim && x.len().is_multiple_of(head_dim));
     let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|&f| (position as f32 * f).sin_cos()).map(|(s, c)| (c, s)).unzip();
     for head in x.chunks_exact_mut(head_dim) {
         for i in 0..half {
