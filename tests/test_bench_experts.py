@@ -33,6 +33,9 @@ def test_json_document_covers_requested_rows(capsys):
     m = doc["machine"]
     assert m["threads"] >= 1 and m["read_gb_s"] > 0 and m["bf16_gemm_gflop_s"] > 0
     assert m["bf16_gemm_gflop_s"] == max(m["rio_gemm_gflop_s"], m["torch_gemm_gflop_s"] or 0)
+    assert len(m["samples"]) == 2  # peaks measured before and after the layers; the best counts
+    for key in ("read_gb_s", "rio_gemm_gflop_s"):
+        assert m[key] == max(s[key] for s in m["samples"]) and all(s[key] > 0 for s in m["samples"])
     systems = {"rio_rt"} | ({"torch_grouped_mm", "torch_eager"} if HAS_TORCH else set())
     got = {(r["system"], r["phase"], r["tokens"]) for r in doc["rows"]}
     want = {(s, p, t) for s in systems for p, t in [("decode", 1), ("decode", 3), ("prefill", 40)]}

@@ -126,10 +126,11 @@ def run_experts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         gemm_size=args.gemm_size,
         seed=args.seed,
     )
-    need = cfg.shape.experts * cfg.shape.expert_params() * DTYPE_BYTES[cfg.dtype] + cfg.flush_bytes
+    weights = cfg.shape.experts * cfg.shape.expert_params() * DTYPE_BYTES[cfg.dtype]
+    need = weights + max(cfg.flush_bytes, cfg.read_buffer_bytes)
     available = memory.available_memory_bytes()
     if available is not None and need > 0.9 * available:
-        parser.error(f"--shape {cfg.shape.name}: needs {need / 2**30:.1f} GiB (weights + cache flush buffer), {available / 2**30:.1f} GiB is available")
+        parser.error(f"--shape {cfg.shape.name}: needs {need / 2**30:.1f} GiB (weights + read/flush buffer), {available / 2**30:.1f} GiB is available")
     try:
         doc = experts.run(cfg)
     except CheckFailed as e:

@@ -58,25 +58,32 @@ def _topk_unique(xs: np.ndarray, router32: np.ndarray, top_k: int, dtype: str) -
     return counts
 
 
-def _machine(cfg: ExpertsBenchConfig, progress: Progress) -> dict:
-    progress.step(f"read bandwidth ({cfg.read_buffer_bytes / 2**30:.1f} GiB buffer)")
-    read = _rio_rt.measure_read_bandwidth(cfg.read_buffer_bytes, cfg.peak_seconds)
+def _peaks(cfg: ExpertsBenchConfig, progress: Progress, when: str) -> dict:
+    """The machine's read bandwidth and bf16 GEMM rates (rio's kernel and torch.matmul)."""
+    progress.step(f"{when}: read bandwidth ({cfg.read_buffer_bytes / 2**30:.1f} GiB buffer)")
+    peaks = {"read_gb_s": _rio_rt.measure_read_bandwidth(cfg.read_buffer_bytes, cfg.peak_seconds)}
     n = cfg.gemm_size
-    progress.step(f"rio bf16 GEMM peak ({n}^3)")
-    rio_gemm = _rio_rt.measure_gemm_peak(n, n, n, cfg.peak_seconds)
-    torch_gemm = None
+    progress.step(f"{when}: rio bf16 GEMM peak ({n}^3)")
+    peaks["rio_gemm_gflop_s"] = _rio_rt.measure_gemm_peak(n, n, n, cfg.peak_seconds)
+    peaks["torch_gemm_gflop_s"] = None
     if cfg.use_torch:
-        progress.step(f"torch bf16 GEMM peak ({n}^3)")
-        torch_gemm = torch_layer.gemm_peak(n, cfg.peak_seconds)
+        progress.step(f"{when}: torch bf16 GEMM peak ({n}^3)")
+        peaks["torch_gemm_gflop_s"] = torch_layer.gemm_peak(n, cfg.peak_seconds)
+    return peaks
+
+
+def _machine(cfg: ExpertsBenchConfig, samples: list[dict]) -> dict:
+    """Peaks measured before and after the layers ran: a peak is the best the machine showed, so
+    the larger of the two counts (other processes may have held the cores during one of them)."""
+    best = {k: max((s[k] for s in samples if s[k] is not None), default=None) for k in samples[0]}
     return {
         "threads": rio_rt.num_threads(),
-        "read_gb_s": read,
-        "bf16_gemm_gflop_s": max(rio_gemm, torch_gemm or 0.0),
-        "rio_gemm_gflop_s": rio_gemm,
-        "torch_gemm_gflop_s": torch_gemm,
+        **best,
+        "bf16_gemm_gflop_s": max(best["rio_gemm_gflop_s"], best["torch_gemm_gflop_s"] or 0.0),
+        "samples": samples,
         "read_buffer_bytes": cfg.read_buffer_bytes,
         "flush_bytes": cfg.flush_bytes,
-        "gemm_size": n,
+        "gemm_size": cfg.gemm_size,
         "rio_isa": rio_rt.cpu_features()["active_isa"],
     }
 
@@ -111,11 +118,11 @@ def run(cfg: ExpertsBenchConfig, progress_stream: TextIO | None = None) -> dict:
     cfg = replace(cfg, use_torch=use_torch)
     systems = ["rio_rt"] + (list(torch_layer.IMPLEMENTATIONS) if use_torch else [])
     points = [("decode", t) for t in cfg.decode] + [("prefill", t) for t in cfg.prefill]
-    # Steps: the peaks (2, or 3 with torch), weights, check, then one per point.
-    progress = Progress(2 + use_torch + 2 + len(points), progress_stream or sys.stderr)
+    # Steps: the peaks twice (2, or 3 with torch), weights, check, then one per point.
+    progress = Progress(2 * (2 + use_torch) + 2 + len(points), progress_stream or sys.stderr)
 
     load_before = _load_average()
-    machine = _machine(cfg, progress)
+    peaks_before = _peaks(cfg, progress, "before")
     progress.step(f"random weights ({shape.experts * shape.expert_params() * DTYPE_BYTES[cfg.dtype] / 2**30:.2f} GiB)")
     w = build_layer(shape, cfg.dtype, cfg.seed)
     rio_layer = _rio_layer(w, shape.top_k)
@@ -130,19 +137,23 @@ def run(cfg: ExpertsBenchConfig, progress_stream: TextIO | None = None) -> dict:
     flusher = _rio_rt.CacheFlusher(cfg.flush_bytes) if cfg.flush_bytes else None
     rng = np.random.default_rng(cfg.seed + 2)
     router32 = to_float32(w.router, cfg.dtype)
-    rows = []
+    timings = []
     for phase, tokens in points:
         progress.step(f"{phase} {tokens} tokens: {', '.join(systems)}")
         # One warm-up call, then up to `repeat` timed calls, each on its own fresh batch.
         xs = random_inputs(rng, cfg.repeat + 1, tokens, shape.hidden, cfg.dtype)
         uniques = _topk_unique(xs, router32, shape.top_k, cfg.dtype)
-        times = _time_interleaved(cfg, xs, rio_layer, torch_systems, flusher)
+        timings.append((phase, tokens, uniques, _time_interleaved(cfg, xs, rio_layer, torch_systems, flusher)))
+    del flusher  # frees its memory for the second peak measurement
+    machine = _machine(cfg, [peaks_before, _peaks(cfg, progress, "after")])
+    # Other processes share the cores and the memory bus: say how busy the machine was.
+    machine["load_average"] = [load_before, _load_average()]
+    progress.close()
+    rows = []
+    for phase, tokens, uniques, times in timings:
         for system in systems:
             timed = times[system][1:]
             rows.append(_row(system, phase, tokens, timed, uniques[1 : 1 + len(timed)], shape, cfg.dtype, machine))
-    progress.close()
-    # Other processes share the cores and the memory bus: say how busy the machine was.
-    machine["load_average"] = [load_before, _load_average()]
     return {
         "bench": "experts",
         "shape": {

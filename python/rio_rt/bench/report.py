@@ -11,6 +11,13 @@ def format_table(doc: dict) -> str:
         f"machine: read bandwidth {m['read_gb_s']:.1f} GB/s ({m['read_buffer_bytes'] / 2**30:.1f} GiB buffer); "
         f"bf16 GEMM peak {m['bf16_gemm_gflop_s']:.0f} GFLOP/s "
         f"(rio {m['rio_gemm_gflop_s']:.0f}, torch {_maybe(m.get('torch_gemm_gflop_s'))}; {m['gemm_size']}^3)",
+        "  peaks, best of before / after the layers ran: read "
+        + " / ".join(f"{s['read_gb_s']:.1f}" for s in m["samples"])
+        + " GB/s; rio GEMM "
+        + " / ".join(f"{s['rio_gemm_gflop_s']:.0f}" for s in m["samples"])
+        + ", torch GEMM "
+        + " / ".join(_maybe(s["torch_gemm_gflop_s"]) for s in m["samples"])
+        + " GFLOP/s",
     ]
     load = m.get("load_average") or [None, None]
     if None not in load:

@@ -46,7 +46,8 @@ fn check_fits(bytes: u64, arg: &str) -> Result<()> {
     Ok(())
 }
 
-fn alloc_zeroed<T: Clone>(len: usize, value: T, arg: &str) -> Result<Vec<T>> {
+/// `len` copies of `value`, or an error naming `arg` when the memory cannot be had.
+fn alloc_filled<T: Clone>(len: usize, value: T, arg: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|e| Error::value(arg, format!("cannot allocate {len} elements: {e}")))?;
     v.resize(len, value);
@@ -69,7 +70,7 @@ fn best_pass(budget: Duration, mut pass: impl FnMut()) -> Duration {
     }
 }
 
-/// A buffer far bigger than the caches, resident in memory: reading it through measures the
+/// A resident buffer, sized by the caller far above the caches: reading it through measures the
 /// memory's bandwidth, and evicts whatever the caches held before (so a benchmark can start each
 /// timed call cold, as in a model whose other layers run in between).
 pub struct StreamBuffer {
@@ -228,7 +229,7 @@ pub fn gemm_peak(m: usize, n: usize, k: usize, seconds: f64) -> Result<f64> {
     let threads = pool.current_num_threads();
     // Blocks of whole 64-row panels, so every thread runs the kernel's full-width path.
     let block = n.div_ceil(threads).div_ceil(64).max(1) * 64;
-    let mut out = alloc_zeroed(out_len, 0f32, "m, n")?;
+    let mut out = alloc_filled(out_len, 0f32, "m, n")?;
     let xm = MatRef::from_slice(&x, m, k);
     let wm = MatRef::from_slice(&w, n, k);
     let best = best_pass(budget, || {
@@ -247,7 +248,7 @@ pub fn gemm_peak(m: usize, n: usize, k: usize, seconds: f64) -> Result<f64> {
 
 /// Values in about [-1, 1) from a fixed-seed xorshift: reproducible, with no zeros to flatter a kernel.
 fn random_bf16(len: usize, seed: u64, arg: &str) -> Result<Vec<bf16>> {
-    let mut v = alloc_zeroed(len, bf16::ZERO, arg)?;
+    let mut v = alloc_filled(len, bf16::ZERO, arg)?;
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for x in v.iter_mut() {
         s ^= s << 13;

@@ -5,9 +5,9 @@
 //! 2 bf16), so each C tile holds outᵀ for 16 weight rows x 16 activation rows. A 2x2 block of C
 //! tiles (two weight row groups x two activation blocks) uses each loaded tile twice.
 //!
-//! The weights stay where they are (mmap'd checkpoints); each group of 32 rows is staged, just
-//! before use, into a small tile-ordered buffer (see [`Stage`]) while the next group is
-//! prefetched. Tails: activation rows and the last partial column step are zero-padded (in the
+//! The weights stay where they are (mmap'd checkpoints); each group of 32 rows is staged into a
+//! small tile-ordered buffer (see [`Stage`]), copied a few lines per step while the tiles run
+//! on the previous group. Tails: activation rows and the last partial column step are zero-padded (in the
 //! packing and the stage); weight rows past the last group of 16 go to the `vdpbf16ps` kernel.
 use std::arch::asm;
 
@@ -101,6 +101,15 @@ impl Packed {
         self.rows.div_ceil(TILE_ROWS)
     }
 
+    /// The blocks in runs (an even number each) of at most [`PACKED_CHUNK_BYTES`], so the run
+    /// the tiles sweep for each staged weight group stays in L2 however many rows there are.
+    pub fn chunks(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let block_bytes = (self.ksteps * TILE_ROWS * 64).max(1);
+        let per_chunk = (PACKED_CHUNK_BYTES / block_bytes / 2 * 2).max(2);
+        let blocks = self.blocks();
+        (0..blocks).step_by(per_chunk).map(move |b| b..(b + per_chunk).min(blocks))
+    }
+
     fn block(&self, b: usize) -> *const Line {
         self.lines[b * self.ksteps * TILE_ROWS..].as_ptr()
     }
@@ -141,8 +150,7 @@ unsafe fn gather_pairs(x: MatRef<'_>, lines: &mut [Line]) {
 /// # Safety
 /// See [`super::matmul_nt_raw`]; needs AMX-BF16 and AVX-512-BF16.
 pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo: usize) {
-    let cb = std::env::var("PCB").ok().and_then(|v| v.parse().ok()).unwrap_or(PACKED_CHUNK_BYTES);
-    let chunk = (cb / (2 * x.cols.max(1))).max(2 * TILE_ROWS) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
+    let chunk = (PACKED_CHUNK_BYTES / (2 * x.cols.max(1))).max(2 * TILE_ROWS) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
     let mut packed = Packed::new();
     for m0 in (0..x.rows).step_by(chunk) {
         let xm = x.rows_range(m0, chunk.min(x.rows - m0));
@@ -158,26 +166,36 @@ pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo:
 pub(crate) unsafe fn matmul_nt_packed(x: MatRef<'_>, packed: &Packed, w: MatRef<'_>, out: *mut f32, ldo: usize) {
     let groups = w.rows / TILE_ROWS * TILE_ROWS;
     let tiles_on = Tiles::configure();
+    // Two row groups per pass, one in the last pass when their number is odd.
+    let step_at = |n0: usize| if n0 + 2 * TILE_ROWS <= groups { 2 * TILE_ROWS } else { TILE_ROWS };
+    let start = |stage: &mut Stage, n0: usize| match groups.saturating_sub(n0) {
+        0 => StageCopy::none(),
+        _ if step_at(n0) == TILE_ROWS => stage.start(&[w.rows_range(n0, TILE_ROWS)]),
+        _ => stage.start(&[w.rows_range(n0, TILE_ROWS), w.rows_range(n0 + TILE_ROWS, TILE_ROWS)]),
+    };
     Stage::with(|stage| {
-        let mut n0 = 0;
-        while n0 < groups {
-            let store = |b: usize, c: &[f32; 256], n: usize| {
-                store_transposed(c, out.add(b * TILE_ROWS * ldo + n), ldo, TILE_ROWS.min(x.rows - b * TILE_ROWS))
-            };
-            let step = if n0 + 2 * TILE_ROWS <= groups { 2 * TILE_ROWS } else { TILE_ROWS };
-            let after = n0 + step;
-            let next = [Region::rows(w, after, (2 * TILE_ROWS).min(groups - after))];
-            if step == 2 * TILE_ROWS {
-                let a = stage.groups(&[w.rows_range(n0, TILE_ROWS), w.rows_range(n0 + TILE_ROWS, TILE_ROWS)]);
-                tiles::<true>(a, packed, &next, |b, c0, c1| {
-                    store(b, c0, n0);
-                    store(b, c1, n0 + TILE_ROWS);
-                });
-            } else {
-                let a = stage.groups(&[w.rows_range(n0, TILE_ROWS)]);
-                tiles::<false>(a, packed, &next, |b, c0, _| store(b, c0, n0));
+        for blocks in packed.chunks() {
+            let first = start(stage, 0);
+            // SAFETY (flip): each flip takes the copy started just before it.
+            let mut a = stage.flip(first);
+            let mut n0 = 0;
+            while n0 < groups {
+                let store = |b: usize, c: &[f32; 256], n: usize| {
+                    store_transposed(c, out.add(b * TILE_ROWS * ldo + n), ldo, TILE_ROWS.min(x.rows - b * TILE_ROWS))
+                };
+                let after = n0 + step_at(n0);
+                let mut next = start(stage, after);
+                if step_at(n0) == 2 * TILE_ROWS {
+                    tiles::<true>(a, packed, blocks.clone(), &mut next, |b, c0, c1| {
+                        store(b, c0, n0);
+                        store(b, c1, n0 + TILE_ROWS);
+                    });
+                } else {
+                    tiles::<false>(a, packed, blocks.clone(), &mut next, |b, c0, _| store(b, c0, n0));
+                }
+                a = stage.flip(next);
+                n0 = after;
             }
-            n0 = after;
         }
     });
     drop(tiles_on);
@@ -189,86 +207,135 @@ pub(crate) unsafe fn matmul_nt_packed(x: MatRef<'_>, packed: &Packed, w: MatRef<
 /// Weight row groups copied into a tile-ordered buffer: tile (column step s, group g) is 16
 /// lines of 64 bytes at line `(s * groups + g) * 16`. Tile loads then read 1 KiB contiguous
 /// blocks: rows of a 2048-wide bf16 matrix lie 4 KiB apart, all in one L1 set, so loading tiles
-/// straight from the weights thrashes L1; and the copy reads the weights in address order, a
-/// stream the hardware prefetcher follows. The last partial column step is zero-padded.
-pub(crate) struct Stage(Vec<Line>);
+/// straight from the weights thrashes L1; and the copy reads the weights in address order. The
+/// last partial column step is zero-padded.
+///
+/// Two buffers: while the tiles run on the front one, the next row groups are copied into the
+/// back one a few lines per column step ([`StageCopy`]), so reading the weights from memory
+/// overlaps the arithmetic instead of stalling between passes.
+pub(crate) struct Stage {
+    buffers: [Vec<Line>; 2],
+    front: usize,
+}
 
 thread_local! {
-    static STAGE: std::cell::RefCell<Stage> = const { std::cell::RefCell::new(Stage(Vec::new())) };
+    static STAGE: std::cell::RefCell<Stage> = const { std::cell::RefCell::new(Stage::new()) };
 }
 
 impl Stage {
-    /// Runs `f` with this thread's stage, kept between calls: a fresh 128 KiB buffer per task
-    /// would be a fresh mapping, paid for in page faults.
+    const fn new() -> Stage {
+        Stage { buffers: [Vec::new(), Vec::new()], front: 0 }
+    }
+
+    /// Runs `f` with this thread's stage, kept between calls: fresh 128 KiB buffers per task
+    /// would be fresh mappings, paid for in page faults.
     pub fn with<R>(f: impl FnOnce(&mut Stage) -> R) -> R {
         STAGE.with(|cell| match cell.try_borrow_mut() {
             Ok(mut stage) => f(&mut stage),
-            Err(_) => f(&mut Stage(Vec::new())),
+            Err(_) => f(&mut Stage::new()),
         })
     }
 
-    /// Stages `groups` (16 bf16 rows each, same columns).
-    pub fn groups(&mut self, groups: &[MatRef<'_>]) -> *const Line {
-        let cols = groups.first().map_or(0, |m| m.cols);
+    /// Starts copying `groups` (one or two groups of 16 bf16 rows, same columns) into the back
+    /// buffer; the front buffer stays as it is.
+    pub fn start<'a>(&mut self, groups: &[MatRef<'a>]) -> StageCopy<'a> {
+        assert!(!groups.is_empty() && groups.len() <= 2);
+        let cols = groups[0].cols;
         let ksteps = cols.div_ceil(TILE_K);
-        self.0.resize(ksteps * groups.len() * TILE_ROWS, ZERO_LINE);
+        let back = &mut self.buffers[1 - self.front];
+        back.resize(ksteps * groups.len() * TILE_ROWS, ZERO_LINE);
+        let full = cols / TILE_K;
         for (g, m) in groups.iter().enumerate() {
             assert!(m.dtype == rio_core::DType::BF16 && m.rows == TILE_ROWS && m.cols == cols);
-            for r in 0..TILE_ROWS {
-                let row = m.row::<rio_core::bf16>(r);
-                let line = |s: usize| (s * groups.len() + g) * TILE_ROWS + r;
-                let full = cols / TILE_K;
-                // Each row is its own stream (a 2048-wide row is one 4 KiB page, where hardware
-                // prefetchers stop): fetch the row after next while copying this one.
-                let ahead = m.as_ptr().wrapping_add(((r + 2) * m.row_stride) * 2);
-                for s in 0..full {
-                    // SAFETY: prefetches never fault; columns [32 s, 32 s + 32) lie inside the row.
-                    unsafe {
-                        asm!("prefetcht0 [{0}]", in(reg) ahead.wrapping_add(s * 64), options(nostack, readonly, preserves_flags));
-                        self.0[line(s)] = (row.as_ptr().add(s * TILE_K) as *const Line).read_unaligned();
-                    }
-                }
-                if full < ksteps {
-                    let tail = &row[full * TILE_K..];
-                    let dst = &mut self.0[line(full)];
+            if full < ksteps {
+                for r in 0..TILE_ROWS {
+                    let tail = &m.row::<rio_core::bf16>(r)[full * TILE_K..];
+                    let dst = &mut back[(full * groups.len() + g) * TILE_ROWS + r];
                     *dst = ZERO_LINE;
                     // SAFETY: the tail is shorter than a line; bf16 and u16 share a layout.
                     unsafe { std::ptr::copy_nonoverlapping(tail.as_ptr() as *const u16, dst.0.as_mut_ptr() as *mut u16, tail.len()) };
                 }
             }
         }
-        self.0.as_ptr()
+        let mut list = [groups[0]; 2];
+        list[..groups.len()].copy_from_slice(groups);
+        StageCopy {
+            groups: list,
+            count: groups.len(),
+            full,
+            dst: back.as_mut_ptr(),
+            g: 0,
+            r: 0,
+            s: 0,
+            left: groups.len() * TILE_ROWS * full,
+        }
+    }
+
+    /// Finishes `copy` and makes the back buffer the front one.
+    ///
+    /// # Safety
+    /// `copy` must come from the last [`Stage::start`] on this stage (or be
+    /// [`StageCopy::none`]): an earlier one may point into a buffer since reallocated.
+    pub unsafe fn flip(&mut self, mut copy: StageCopy<'_>) -> *const Line {
+        copy.advance(usize::MAX);
+        if copy.count > 0 {
+            self.front = 1 - self.front;
+        }
+        self.buffers[self.front].as_ptr()
     }
 }
 
-/// A span of memory to prefetch into L2, a share per column step.
-#[derive(Clone, Copy)]
-pub(crate) struct Region {
-    start: *const u8,
-    lines: usize,
+/// A copy of weight rows into the back buffer of a [`Stage`], done in parts: line (g, r, s) is
+/// columns `[32 s, 32 s + 32)` of row r of group g, copied in address order.
+pub(crate) struct StageCopy<'a> {
+    groups: [MatRef<'a>; 2],
+    count: usize,
+    full: usize,
+    dst: *mut Line,
+    g: usize,
+    r: usize,
+    s: usize,
+    left: usize,
 }
 
-impl Region {
-    /// Rows `[first, first + len)` of `m`.
-    pub fn rows(m: MatRef<'_>, first: usize, len: usize) -> Region {
-        let m = m.rows_range(first, len);
-        let bytes = if len == 0 { 0 } else { ((len - 1) * m.row_stride + m.cols) * m.dtype.size() };
-        Region { start: m.as_ptr(), lines: bytes.div_ceil(64) }
+impl StageCopy<'_> {
+    /// Nothing to copy (the last pass).
+    pub fn none() -> StageCopy<'static> {
+        let empty = MatRef::from_slice::<rio_core::bf16>(&[], 0, 0);
+        StageCopy { groups: [empty; 2], count: 0, full: 0, dst: std::ptr::null_mut(), g: 0, r: 0, s: 0, left: 0 }
     }
 
+    /// Copies the next `lines` lines (or what is left).
+    ///
+    /// # Safety
+    /// The back buffer this copy was started on must still be allocated and unread.
     #[inline(always)]
-    unsafe fn prefetch_part(&self, step: usize, steps: usize) {
-        let per_step = self.lines.div_ceil(steps.max(1));
-        for line in step * per_step..((step + 1) * per_step).min(self.lines) {
-            // Prefetches never fault; the span lies inside the caller's matrix anyway.
-            asm!("prefetcht1 [{0}]", in(reg) self.start.add(line * 64), options(nostack, readonly, preserves_flags));
+    unsafe fn advance(&mut self, lines: usize) {
+        for _ in 0..lines.min(self.left) {
+            let m = &self.groups[self.g];
+            let row = m.as_ptr().add(self.r * m.row_stride * 2);
+            // Each row is its own stream (a 2048-wide row is one 4 KiB page, where hardware
+            // prefetchers stop): fetch the row after next while copying this one.
+            let ahead = row.wrapping_add(2 * m.row_stride * 2 + self.s * 64);
+            asm!("prefetcht0 [{0}]", in(reg) ahead, options(nostack, readonly, preserves_flags));
+            let line = (row.add(self.s * 64) as *const Line).read_unaligned();
+            self.dst.add((self.s * self.count + self.g) * TILE_ROWS + self.r).write(line);
+            self.left -= 1;
+            self.s += 1;
+            if self.s == self.full {
+                self.s = 0;
+                self.r += 1;
+                if self.r == TILE_ROWS {
+                    self.r = 0;
+                    self.g += 1;
+                }
+            }
         }
     }
 }
 
 /// `c[n * 16 + t]` (a C tile: weight row n, activation row t) into `out[t * ldo + n]`.
 unsafe fn store_transposed(c: &[f32; 256], out: *mut f32, ldo: usize, rows: usize) {
-    if tune() & 4 != 0 { return; }
     for t in 0..rows {
         let dst = out.add(t * ldo);
         for n in 0..TILE_ROWS {
@@ -280,26 +347,31 @@ unsafe fn store_transposed(c: &[f32; 256], out: *mut f32, ldo: usize, rows: usiz
 #[repr(C, align(64))]
 struct CTiles([[f32; 256]; 4]);
 
-/// For the staged row groups `a` (one, or two when `TWO_A`; see [`Stage`]) and every block of
-/// `packed`: calls `sink(block, c0, c1)` with the C tiles of the two row groups (`c1`
-/// meaningless unless `TWO_A`). Tiles must be configured on this thread. The memory regions in
-/// `next` (the weights the caller stages next) are prefetched into L2 a little per column step,
-/// spread over the whole call, so reading the weights from memory overlaps the arithmetic
-/// without flooding the queue of outstanding misses.
+/// For the staged row groups `a` (one, or two when `TWO_A`; see [`Stage`]) and the blocks
+/// `blocks` of `packed` (an even start): calls `sink(block, c0, c1)` with the C tiles of the two row groups (`c1`
+/// meaningless unless `TWO_A`). Tiles must be configured on this thread. Meanwhile `next` (the
+/// weights the caller stages next) is copied a few lines per column step, spread over the call.
 ///
 /// # Safety
-/// `a` must come from the last `Stage::groups` call, with as many column steps as `packed`.
-pub(crate) unsafe fn tiles<const TWO_A: bool>(a: *const Line, packed: &Packed, next: &[Region], mut sink: impl FnMut(usize, &[f32; 256], &[f32; 256])) {
+/// `a` must come from the last `Stage::flip`, with as many column steps as `packed`; `next`
+/// from the `Stage::start` after it.
+pub(crate) unsafe fn tiles<const TWO_A: bool>(
+    a: *const Line,
+    packed: &Packed,
+    blocks: std::ops::Range<usize>,
+    next: &mut StageCopy<'_>,
+    mut sink: impl FnMut(usize, &[f32; 256], &[f32; 256]),
+) {
     let mut c = CTiles([[0f32; 256]; 4]);
-    let (blocks, ksteps) = (packed.blocks(), packed.ksteps);
-    let pairs = blocks.div_ceil(2);
-    for b in (0..blocks).step_by(2) {
+    let ksteps = packed.ksteps;
+    let per_step = next.left.div_ceil((blocks.len().div_ceil(2) * ksteps).max(1));
+    let (first, blocks) = (blocks.start, blocks.end);
+    for b in (first..blocks).step_by(2) {
         let b0 = packed.block(b);
-        let prefetch = Prefetch { next, done: b / 2 * ksteps, total: pairs * ksteps };
         if b + 1 < blocks {
-            kloop::<TWO_A, true>(a, ksteps, b0, packed.block(b + 1), &prefetch);
+            kloop::<TWO_A, true>(a, ksteps, b0, packed.block(b + 1), next, per_step);
         } else {
-            kloop::<TWO_A, false>(a, ksteps, b0, b0, &prefetch);
+            kloop::<TWO_A, false>(a, ksteps, b0, b0, next, per_step);
         }
         let cp = c.0.as_mut_ptr();
         asm!(
@@ -317,42 +389,22 @@ pub(crate) unsafe fn tiles<const TWO_A: bool>(a: *const Line, packed: &Packed, n
     }
 }
 
-/// The share of `next` a [`kloop`] prefetches: column steps `done..done + ksteps` of `total`.
-struct Prefetch<'a> {
-    next: &'a [Region],
-    done: usize,
-    total: usize,
-}
-
+/// C = A · B over every column step, copying `per_step` lines of `next` per step.
 #[inline(always)]
-unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(a: *const Line, ksteps: usize, b0: *const Line, b1: *const Line, prefetch: &Prefetch<'_>) {
+unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(
+    a: *const Line,
+    ksteps: usize,
+    b0: *const Line,
+    b1: *const Line,
+    next: &mut StageCopy<'_>,
+    per_step: usize,
+) {
     asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
     let groups = if TWO_A { 2 } else { 1 };
     for s in 0..ksteps {
-        for region in prefetch.next {
-            if tune() & 8 != 0 { break; }
-            region.prefetch_part(prefetch.done + s, prefetch.total);
-        }
+        next.advance(per_step);
         let a0 = a.add(s * groups * TILE_ROWS);
-        let ahead = s + PREFETCH_STEPS;
-        let pf = tune();
-        if pf & 1 != 0 { prefetch_l1(a.wrapping_add(ahead * groups * TILE_ROWS), groups * TILE_ROWS); }
-        if pf & 2 != 0 { prefetch_l1(b0.wrapping_add(ahead * TILE_ROWS), TILE_ROWS); }
-        if TWO_B && pf & 2 != 0 {
-            prefetch_l1(b1.wrapping_add(ahead * TILE_ROWS), TILE_ROWS);
-        }
         step::<TWO_A, TWO_B>(a0, a0.add(TILE_ROWS), b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
-    }
-}
-fn tune() -> usize { static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new(); *T.get_or_init(|| std::env::var("TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or(0)) }
-/// How many column steps ahead [`kloop`] prefetches tiles into L1.
-const PREFETCH_STEPS: usize = 2;
-
-/// Prefetches `lines` tile lines from `at` into L1 (past the end of a buffer too: prefetches never fault).
-#[inline(always)]
-unsafe fn prefetch_l1(at: *const Line, lines: usize) {
-    for l in 0..lines {
-        asm!("prefetcht0 [{0}]", in(reg) at.wrapping_add(l), options(nostack, readonly, preserves_flags));
     }
 }
 

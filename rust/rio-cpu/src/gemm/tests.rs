@@ -65,16 +65,17 @@ fn check(x: MatRef<'_>, w: MatRef<'_>, got: &[f32], ldo: usize, rel: f64, what: 
     }
 }
 
-const PAIRS: [(DType, DType); 5] = [
-    (DType::BF16, DType::BF16),
-    (DType::F32, DType::F32),
-    (DType::F32, DType::F16),
-    (DType::F32, DType::BF16),
-    (DType::BF16, DType::F16),
-];
+const PAIRS: [(DType, DType); 5] =
+    [(DType::BF16, DType::BF16), (DType::F32, DType::F32), (DType::F32, DType::F16), (DType::F32, DType::BF16), (DType::BF16, DType::F16)];
 
 /// Runs `kernel` over many shapes (tails, multiples of 32, strides wider than rows).
-fn sweep(what: &str, pairs: &[(DType, DType)], rows_list: &[usize], cols_list: &[usize], mut kernel: impl FnMut(MatRef<'_>, MatRef<'_>, &mut [f32], usize)) {
+fn sweep(
+    what: &str,
+    pairs: &[(DType, DType)],
+    rows_list: &[usize],
+    cols_list: &[usize],
+    mut kernel: impl FnMut(MatRef<'_>, MatRef<'_>, &mut [f32], usize),
+) {
     let mut rng = Rng::new(7);
     for &(xd, wd) in pairs {
         for &m in rows_list {
@@ -111,7 +112,50 @@ fn amx_tiles_match_the_reference_for_any_row_count() {
     }
     let bf = [(DType::BF16, DType::BF16)];
     // 600 columns: a long run of column steps with a partial last one.
-    sweep("amx", &bf, &[1, 2, 7, 8, 31, 32, 47, 48, 65], &[1, 31, 33, 100, 600], |x, w, out, ldo| unsafe { super::amx::matmul_nt(x, w, out.as_mut_ptr(), ldo) });
+    sweep("amx", &bf, &[1, 2, 7, 8, 31, 32, 47, 48, 65], &[1, 31, 33, 100, 600], |x, w, out, ldo| unsafe {
+        super::amx::matmul_nt(x, w, out.as_mut_ptr(), ldo)
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_staging_across_passes_of_one_and_two_row_groups_matches_the_reference() {
+    if !features::available_isas().contains(&Isa::Amx) {
+        return;
+    }
+    // 48 and 112 weight rows: passes of two row groups, then one (the next pass's weights are
+    // copied while the tiles run); 120 rows: a tail for the dot-product kernel; 600 columns: a
+    // partial last column step in every staged copy; 31 activation rows: an odd block count.
+    let mut rng = Rng::new(13);
+    for &(m, n, k) in &[(31usize, 48usize, 600usize), (64, 112, 64), (17, 120, 33), (96, 80, 2048)] {
+        let (ldx, ldw, ldo) = (k + 1, k + 7, n + 3);
+        let xs = Data::random(DType::BF16, m * ldx, &mut rng);
+        let ws = Data::random(DType::BF16, n * ldw, &mut rng);
+        let (x, w) = (xs.mat(m, k, ldx), ws.mat(n, k, ldw));
+        let mut out = vec![f32::NAN; m * ldo];
+        unsafe { super::amx::matmul_nt(x, w, out.as_mut_ptr(), ldo) };
+        check(x, w, &out, ldo, 1e-5, &format!("amx M {m} N {n} K {k}"));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_packed_rows_beyond_one_chunk_match_the_reference() {
+    if !features::available_isas().contains(&Isa::Amx) {
+        return;
+    }
+    // 600 rows of 1100 columns: 1.3 MiB packed, swept in two runs of blocks (the second odd).
+    let (m, n, k) = (600usize, 40usize, 1100usize);
+    let mut rng = Rng::new(19);
+    let xs = Data::random(DType::BF16, m * k, &mut rng);
+    let ws = Data::random(DType::BF16, n * k, &mut rng);
+    let (x, w) = (xs.mat(m, k, k), ws.mat(n, k, k));
+    let mut packed = super::amx::Packed::new();
+    packed.pack(x);
+    assert!(packed.chunks().count() > 1, "the rows fit one chunk; the test needs more");
+    let mut out = vec![f32::NAN; m * n];
+    unsafe { super::amx::matmul_nt_packed(x, &packed, w, out.as_mut_ptr(), n) };
+    check(x, w, &out, n, 1e-5, "amx packed in chunks");
 }
 
 #[test]

@@ -13,10 +13,12 @@ use super::combine::RowTargets;
 use crate::features::{self, Isa};
 use crate::gemm::{self, MatRef, SyncPtr};
 
-/// Intermediate features per gate/up task (that many gate rows and as many up rows).
-const GATE_UP_BLOCK: usize = 64;
-/// Output features per down (or plain grouped GEMM) task.
-const DOWN_BLOCK: usize = 128;
+/// Intermediate features per gate/up task (that many gate rows and as many up rows). A task's
+/// first weight group is staged before its tiles start (the rest while they run), so tasks
+/// are a few groups long; still many tasks per core at decode (8 experts x 4 blocks).
+const GATE_UP_BLOCK: usize = 128;
+/// Output features per down (or plain grouped GEMM) task: 8 tasks for a 2048-wide layer.
+const DOWN_BLOCK: usize = 256;
 
 /// `acc[targets.token[r]] += targets.weight[r] · down_e( silu(xs_r · gate_eᵀ) ⊙ (xs_r · up_eᵀ) )`
 /// for every row r of `xs [S, H]`, where expert e owns rows `offsets[e]..offsets[e+1]`: the
@@ -197,7 +199,15 @@ fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, gates: &[MatRef<'_>], ups: &[
 }
 
 /// Calls `emit(row, n0 + j, g, u)` for every row of `x` and feature j of the `gate`/`up` rows.
-unsafe fn gate_up_block(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, gate: MatRef<'_>, up: MatRef<'_>, n0: usize, emit: impl Fn(usize, usize, f32, f32)) {
+unsafe fn gate_up_block(
+    isa: Isa,
+    x: MatRef<'_>,
+    packed: Option<&PackedRows>,
+    gate: MatRef<'_>,
+    up: MatRef<'_>,
+    n0: usize,
+    emit: impl Fn(usize, usize, f32, f32),
+) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if let Some(p) = packed {
@@ -206,17 +216,25 @@ unsafe fn gate_up_block(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, ga
         done = gate.rows / G * G;
         let _tiles = amx::Tiles::configure();
         amx::Stage::with(|stage| {
-            for j0 in (0..done).step_by(G) {
-                let a = stage.groups(&[gate.rows_range(j0, G), up.rows_range(j0, G)]);
-                let after = (j0 + G).min(done);
-                let next = [amx::Region::rows(gate, after, (done - after).min(G)), amx::Region::rows(up, after, (done - after).min(G))];
-                amx::tiles::<true>(a, p, &next, |b, cg, cu| {
-                    for t in 0..G.min(x.rows - b * G) {
-                        for j in 0..G {
-                            emit(b * G + t, n0 + j0 + j, cg[j * G + t], cu[j * G + t]);
+            let start = |stage: &mut amx::Stage, j0: usize| match j0 < done {
+                true => stage.start(&[gate.rows_range(j0, G), up.rows_range(j0, G)]),
+                false => amx::StageCopy::none(),
+            };
+            for blocks in p.chunks() {
+                let first = start(stage, 0);
+                // SAFETY (flip): each flip takes the copy started just before it.
+                let mut a = stage.flip(first);
+                for j0 in (0..done).step_by(G) {
+                    let mut next = start(stage, j0 + G);
+                    amx::tiles::<true>(a, p, blocks.clone(), &mut next, |b, cg, cu| {
+                        for t in 0..G.min(x.rows - b * G) {
+                            for j in 0..G {
+                                emit(b * G + t, n0 + j0 + j, cg[j * G + t], cu[j * G + t]);
+                            }
                         }
-                    }
-                });
+                    });
+                    a = stage.flip(next);
+                }
             }
         });
     }

@@ -38,10 +38,7 @@ fn expert_f64(x: &[f64], m: &ExpertMats<'_>, act_rounding: f64) -> (Vec<f64>, Ve
         act_err.push(F32_SUM * (1.1 * u.abs() * g_abs + silu.abs() * u_abs) + act_rounding * (silu * u).abs());
     }
     let y = down.iter().map(|d| d.iter().zip(&act).map(|(a, b)| a * b).sum()).collect();
-    let err = down
-        .iter()
-        .map(|d| d.iter().zip(&act).zip(&act_err).map(|((w, a), e)| w.abs() * (e + F32_SUM * a.abs())).sum())
-        .collect();
+    let err = down.iter().map(|d| d.iter().zip(&act).zip(&act_err).map(|((w, a), e)| w.abs() * (e + F32_SUM * a.abs())).sum()).collect();
     (y, err)
 }
 
@@ -91,8 +88,13 @@ impl Block {
             mats: ExpertMats { gate: tensor(g, &[IS, H]), up: tensor(u, &[IS, H]), down: tensor(d, &[H, IS]) },
             gate_weight: Some(tensor(gw, &[1, H])),
         };
-        MoeWeights::fused(tensor(&self.router, &[E, H]), tensor(&self.gate_up, &[E, 2 * I, H]), tensor(&self.down, &[E, H, I]), Some(shared))
-            .unwrap()
+        MoeWeights::fused(
+            tensor(&self.router, &[E, H]),
+            tensor(&self.gate_up, &[E, 2 * I, H]),
+            tensor(&self.down, &[E, H, I]),
+            Some(shared),
+        )
+        .unwrap()
     }
 }
 
@@ -177,5 +179,35 @@ fn experts_match_f64_on_every_isa() {
             }
             assert_close(&got, &want, &tol, &format!("{dtype} on {}", isa.name()));
         }
+    }
+}
+
+#[test]
+fn an_expert_with_more_rows_than_a_packed_chunk_matches_f64() {
+    // 520 rows of 1056 bf16 columns pack into more than one 1 MiB chunk of the tile path; the
+    // second chunk ends in a partial block.
+    const ROWS: usize = 520;
+    const HID: usize = 1056;
+    const INT: usize = 40;
+    let mut rng = Rng::new(17);
+    let [g, u, d, x] = [INT * HID, INT * HID, HID * INT, ROWS * HID].map(|n| Data::random(DType::BF16, n, &mut rng));
+    let mats = ExpertMats { gate: tensor(&g, &[INT, HID]), up: tensor(&u, &[INT, HID]), down: tensor(&d, &[HID, INT]) };
+    let xs = match &x {
+        Data::Bf16(v) => Tensor::from_vec(v.clone(), &[ROWS, HID]).unwrap(),
+        _ => unreachable!("bf16 data"),
+    };
+    let xrows = rows_f64(&xs.view());
+    let mut want = vec![0f64; ROWS * HID];
+    let mut tol = vec![0f64; ROWS * HID];
+    for (r, xr) in xrows.iter().enumerate() {
+        let (y, err) = expert_f64(xr, &mats, act_rounding(DType::BF16));
+        want[r * HID..][..HID].copy_from_slice(&y);
+        tol[r * HID..][..HID].copy_from_slice(&err);
+    }
+    for isa in features::available_isas() {
+        let mut got = vec![0f32; ROWS * HID];
+        let targets = super::combine::RowTargets::per_token(ROWS, None);
+        experts::swiglu_experts_with(isa, &xs, std::slice::from_ref(&mats), &[0, ROWS as u32], &targets, &mut got);
+        assert_close(&got, &want, &tol, &format!("{ROWS} rows on {}", isa.name()));
     }
 }
