@@ -53,7 +53,7 @@ def _add_experts(benches: argparse._SubParsersAction) -> None:
         help="one MoE layer: rio vs torch, decode and prefill, as %% of this machine's peaks",
         description="Times one MoE layer of random weights (decode and prefill batches) in rio_rt and, when "
         "installed, in transformers' torch implementations, after checking rio's output against them; "
-        "reports tokens/s, GB/s of weights read, GFLOP/s and %% of the read bandwidth / bf16 GEMM peak "
+        "reports tokens/s, GB/s of weights read, GFLOP/s and % of the read bandwidth / bf16 GEMM peak "
         "measured in the same run. The defaults (a 35B-shaped layer, a few batches) finish in about a minute.",
     )
     p.add_argument("--shape", choices=[*NAMED_SHAPES, "custom"], default=DEFAULT_SHAPE, help=f"layer shape (default {DEFAULT_SHAPE})")

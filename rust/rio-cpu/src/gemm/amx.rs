@@ -12,6 +12,7 @@
 use std::arch::asm;
 
 use super::{avx512_bf16, MatRef};
+use crate::scratch::Scratch;
 
 const TILE_K: usize = 32;
 const TILE_ROWS: usize = 16;
@@ -24,6 +25,9 @@ const PACKED_CHUNK_BYTES: usize = 1 << 20;
 pub struct Line([u32; 16]);
 
 const ZERO_LINE: Line = Line([0; 16]);
+
+// SAFETY: plain numbers, 64-byte aligned.
+unsafe impl crate::scratch::Plain for Line {}
 
 #[repr(C, align(64))]
 struct TileConfig {
@@ -65,33 +69,43 @@ impl Drop for Tiles {
 
 /// Activation rows in the VNNI "B" layout, 16 rows per block.
 pub struct Packed {
-    lines: Vec<Line>,
+    lines: Scratch<Line>,
     rows: usize,
     ksteps: usize,
 }
 
 impl Packed {
     pub fn new() -> Packed {
-        Packed { lines: Vec::new(), rows: 0, ksteps: 0 }
+        Packed { lines: Scratch::stale(0), rows: 0, ksteps: 0 }
     }
 
-    /// Packs every row of `x` (bf16), reusing this buffer.
+    /// Packs every row of `x` (bf16), into a buffer from the scratch pool.
     pub fn pack(&mut self, x: MatRef<'_>) {
+        self.pack_rows(x, x.rows, |p| p)
+    }
+
+    /// Packs rows `row_of(0..count)` of `x` (bf16) in that order, straight from `x` (so rows in
+    /// dispatch order need no gathered copy first).
+    pub fn pack_rows(&mut self, x: MatRef<'_>, count: usize, row_of: impl Fn(usize) -> usize) {
         assert_eq!(x.dtype, rio_core::DType::BF16);
-        self.rows = x.rows;
+        self.rows = count;
         self.ksteps = x.cols.div_ceil(TILE_K);
         let lines_per_block = self.ksteps * TILE_ROWS;
-        self.lines.clear();
-        self.lines.resize(self.blocks() * lines_per_block, ZERO_LINE);
+        self.lines = Scratch::stale(0); // back to the pool first, so it may be the one taken
+        self.lines = Scratch::stale(self.blocks() * lines_per_block);
         let pairs = x.cols / 2;
         for (b, block) in self.lines.chunks_exact_mut(lines_per_block).enumerate() {
-            let valid = TILE_ROWS.min(x.rows - b * TILE_ROWS);
-            let rows = x.rows_range(b * TILE_ROWS, valid);
+            let valid = TILE_ROWS.min(count - b * TILE_ROWS);
+            let rows: [usize; TILE_ROWS] = std::array::from_fn(|t| if t < valid { row_of(b * TILE_ROWS + t) } else { 0 });
+            assert!(rows[..valid].iter().all(|&r| r < x.rows), "packed rows lie inside x");
+            let offsets = rows.map(|r| (r * x.row_stride * 2) as i64);
             // SAFETY: `block` has a line for every pair; the gathers read pairs of valid rows only.
-            unsafe { gather_pairs(rows, &mut block[..pairs]) };
+            unsafe { gather_pairs(x.as_ptr(), &offsets, valid, &mut block[..pairs]) };
+            // The buffer is stale: zero the padding past the pairs (the odd column, the last step).
+            block[pairs..].fill(ZERO_LINE);
             if x.cols % 2 == 1 {
-                for t in 0..valid {
-                    block[pairs].0[t] = rows.row::<rio_core::bf16>(t)[x.cols - 1].to_bits() as u32;
+                for (t, &r) in rows[..valid].iter().enumerate() {
+                    block[pairs].0[t] = x.row::<rio_core::bf16>(r)[x.cols - 1].to_bits() as u32;
                 }
             }
         }
@@ -121,20 +135,17 @@ impl Default for Packed {
     }
 }
 
-/// `lines[p]` = column pair p (two bf16 as one u32) of each of the (at most 16) rows of `x`:
-/// two 8-lane gathers (64-bit offsets, so any row stride works) per line.
+/// `lines[p]` = column pair p (two bf16 as one u32) of the first `valid` rows (at most 16), row
+/// t starting `offsets[t]` bytes after `base`: two 8-lane gathers per line; other lanes zero.
 ///
 /// # Safety
-/// `lines.len()` pairs must lie inside each row; needs AVX-512F.
+/// `lines.len()` pairs must lie inside each valid row; needs AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn gather_pairs(x: MatRef<'_>, lines: &mut [Line]) {
+unsafe fn gather_pairs(base: *const u8, offsets: &[i64; 16], valid: usize, lines: &mut [Line]) {
     use std::arch::x86_64::*;
-    let stride = (x.row_stride * 2) as i64;
-    let offsets: [i64; 16] = std::array::from_fn(|t| t as i64 * stride);
     let (low, high) = (_mm512_loadu_si512(offsets.as_ptr() as *const _), _mm512_loadu_si512(offsets[8..].as_ptr() as *const _));
-    let valid = (1u32 << x.rows) - 1;
+    let valid = (1u32 << valid) - 1;
     let (valid_low, valid_high) = (valid as __mmask8, (valid >> 8) as __mmask8);
-    let base = x.as_ptr();
     for (p, line) in lines.iter_mut().enumerate() {
         let at = base.add(4 * p) as *const i32;
         let lo = _mm512_mask_i64gather_epi32::<1>(_mm256_setzero_si256(), valid_low, low, at);

@@ -23,9 +23,12 @@ pub fn combine(ys: &[f32], routing: &Routing, dispatch: &Dispatch, hidden: usize
 
 /// `sigmoid(x_t · w_sg)` for every token of `xs [T, H]`; `gate_weight [1, H]`.
 pub fn sigmoid_gate(xs: &Tensor, gate_weight: &TensorRef<'_>) -> Result<Vec<f32>> {
-    let t = xs.shape()[0];
-    let mut logits = vec![0f32; t];
-    let x = MatRef::from_tensor(&xs.view(), "x")?;
+    sigmoid_gate_rows(MatRef::from_tensor(&xs.view(), "x")?, gate_weight)
+}
+
+/// [`sigmoid_gate`] on rows `x` in any buffer.
+pub(crate) fn sigmoid_gate_rows(x: MatRef<'_>, gate_weight: &TensorRef<'_>) -> Result<Vec<f32>> {
+    let mut logits = vec![0f32; x.rows];
     let w = MatRef::from_tensor(gate_weight, "shared_expert_gate")?;
     gemm::matmul_nt(x, w, &mut logits, 1);
     Ok(logits.into_iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect())

@@ -12,6 +12,7 @@ use rio_core::{bf16, DType, Tensor};
 use super::combine::RowTargets;
 use crate::features::{self, Isa};
 use crate::gemm::{self, MatRef, SyncPtr};
+use crate::scratch::{Plain, Scratch};
 
 /// Intermediate features per gate/up task (that many gate rows and as many up rows). A task's
 /// first weight group is staged before its tiles start (the rest while they run), so tasks
@@ -30,21 +31,57 @@ pub fn swiglu_experts(xs: &Tensor, experts: &[ExpertMats<'_>], offsets: &[u32], 
 
 /// [`swiglu_experts`] with the kernels of instruction set `isa` (capped at what the machine has).
 pub fn swiglu_experts_with(isa: Isa, xs: &Tensor, experts: &[ExpertMats<'_>], offsets: &[u32], targets: &RowTargets, acc: &mut [f32]) {
-    let isa = isa.min(features::detected().best_isa());
-    let s = xs.shape()[0];
     let x = MatRef::from_tensor(&xs.view(), "xs").expect("owned tensors are contiguous");
+    swiglu_experts_rows(isa, x, None, experts, offsets, targets, acc)
+}
+
+/// Rows of a grouped GEMM's tile-path experts, packed straight from where they lie: position p
+/// is row `order[p] / per_row` of `source` (the dispatch order), so they need no gathered copy.
+#[derive(Clone, Copy)]
+pub(crate) struct Direct<'a> {
+    pub source: MatRef<'a>,
+    pub order: &'a [u32],
+    pub per_row: usize,
+}
+
+/// Whether [`swiglu_experts_rows`] takes a [`Direct`] over `source`: bf16 rows on AMX, and no
+/// intermediate features left over for the dot-product kernel (which reads the plain rows).
+pub(crate) fn packs_direct(isa: Isa, source: MatRef<'_>, experts: &[ExpertMats<'_>]) -> bool {
+    let isa = isa.min(features::detected().best_isa());
+    experts.first().is_some_and(|m| uses_tiles(isa, source.dtype, m.gate.dtype(), gemm::AMX_MIN_ROWS) && m.gate.shape()[0] % 16 == 0)
+}
+
+/// [`swiglu_experts_with`] on rows `x` (bf16 or f32) in any buffer. With `direct` (see
+/// [`packs_direct`]), `x` need only hold the rows of experts off the tile path ([`uses_tiles`]).
+pub(crate) fn swiglu_experts_rows(
+    isa: Isa,
+    x: MatRef<'_>,
+    direct: Option<Direct<'_>>,
+    experts: &[ExpertMats<'_>],
+    offsets: &[u32],
+    targets: &RowTargets,
+    acc: &mut [f32],
+) {
+    let isa = isa.min(features::detected().best_isa());
+    let s = x.rows;
     let mat = |t, arg| MatRef::from_tensor(t, arg).expect("expert weights were validated");
     let gates: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.gate, "gate")).collect();
     let ups: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.up, "up")).collect();
     let downs: Vec<MatRef<'_>> = experts.iter().map(|m| mat(&m.down, "down_proj")).collect();
     let inter = gates.first().map_or(0, |g| g.rows);
-    let mut act = Tensor::zeros(xs.dtype(), &[s, inter]);
-    crate::threads::pool().install(|| match xs.dtype() {
-        DType::BF16 => gate_up::<bf16>(isa, x, &gates, &ups, offsets, act.as_mut_slice()),
-        _ => gate_up::<f32>(isa, x, &gates, &ups, offsets, act.as_mut_slice()),
+    // gate_up writes every element of the activation.
+    crate::threads::pool().install(|| match x.dtype {
+        DType::BF16 => {
+            let mut act = Scratch::<bf16>::stale(s * inter);
+            gate_up::<bf16>(isa, x, direct, &gates, &ups, offsets, &mut act);
+            down_combine(isa, MatRef::from_slice(&act, s, inter), &downs, offsets, targets, acc)
+        }
+        _ => {
+            let mut act = Scratch::<f32>::stale(s * inter);
+            gate_up::<f32>(isa, x, direct, &gates, &ups, offsets, &mut act);
+            down_combine(isa, MatRef::from_slice(&act, s, inter), &downs, offsets, targets, acc)
+        }
     });
-    let a = MatRef::from_tensor(&act.view(), "act").expect("owned tensors are contiguous");
-    crate::threads::pool().install(|| down_combine(isa, a, &downs, offsets, targets, acc));
 }
 
 /// The down GEMM fused with the combine. Tasks own blocks of output features across all experts,
@@ -54,13 +91,14 @@ fn down_combine(isa: Isa, act: MatRef<'_>, downs: &[MatRef<'_>], offsets: &[u32]
     check_groups(act, downs, offsets, hidden, act.rows * hidden);
     assert!(targets.token.len() == act.rows && targets.weight.len() == act.rows, "one target per row");
     assert!(targets.token.iter().all(|&t| (t as usize + 1) * hidden <= acc.len()), "targets inside acc");
-    let packed = pack_experts(isa, act, downs, offsets);
+    let packed = pack_experts(isa, act, None, downs, offsets);
     let active: Vec<usize> = (0..downs.len()).filter(|&e| offsets[e + 1] > offsets[e]).collect();
     let most_rows = active.iter().map(|&e| (offsets[e + 1] - offsets[e]) as usize).max().unwrap_or(0);
     let acc = SyncPtr(acc.as_mut_ptr());
     (0..hidden).step_by(DOWN_BLOCK).collect::<Vec<_>>().into_par_iter().for_each(|n0| {
         let len = DOWN_BLOCK.min(hidden - n0);
-        let mut ys = vec![0f32; most_rows * len];
+        // The GEMM writes every element of ys it reads back.
+        let mut ys = Scratch::<f32>::stale(most_rows * len);
         for &e in &active {
             let rows = expert_rows(act, offsets, e);
             // SAFETY: ys holds rows x len; shapes checked above.
@@ -88,7 +126,7 @@ pub fn grouped_gemm_with(isa: Isa, x: MatRef<'_>, weights: &[MatRef<'_>], offset
     check_groups(x, weights, offsets, n, out.len());
     let out = SyncPtr(out.as_mut_ptr());
     crate::threads::pool().install(|| {
-        let packed = pack_experts(isa, x, weights, offsets);
+        let packed = pack_experts(isa, x, None, weights, offsets);
         tasks(offsets, n, DOWN_BLOCK).into_par_iter().for_each(|(e, n0)| {
             let rows = expert_rows(x, offsets, e);
             let w = weights[e].rows_range(n0, DOWN_BLOCK.min(n - n0));
@@ -123,23 +161,26 @@ type PackedRows = gemm::amx::Packed;
 type PackedRows = ();
 
 /// Whether an expert with `rows` rows runs on AMX tiles.
-fn uses_tiles(isa: Isa, x: MatRef<'_>, w: &MatRef<'_>, rows: usize) -> bool {
-    cfg!(target_arch = "x86_64") && isa == Isa::Amx && x.dtype == DType::BF16 && w.dtype == DType::BF16 && rows >= gemm::AMX_MIN_ROWS
+pub(crate) fn uses_tiles(isa: Isa, x: DType, w: DType, rows: usize) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Amx && x == DType::BF16 && w == DType::BF16 && rows >= gemm::AMX_MIN_ROWS
 }
 
-/// Each tile-path expert's rows, packed once for all its tasks.
-fn pack_experts(isa: Isa, x: MatRef<'_>, weights: &[MatRef<'_>], offsets: &[u32]) -> Vec<Option<PackedRows>> {
+/// Each tile-path expert's rows, packed once for all its tasks (from `direct` when given).
+fn pack_experts(isa: Isa, x: MatRef<'_>, direct: Option<Direct<'_>>, weights: &[MatRef<'_>], offsets: &[u32]) -> Vec<Option<PackedRows>> {
     (0..weights.len())
         .into_par_iter()
         .map(|e| {
             let rows = expert_rows(x, offsets, e);
-            if !uses_tiles(isa, x, &weights[e], rows.rows) {
+            if !uses_tiles(isa, x.dtype, weights[e].dtype, rows.rows) {
                 return None;
             }
             #[cfg(target_arch = "x86_64")]
             {
                 let mut p = gemm::amx::Packed::new();
-                p.pack(rows);
+                match direct {
+                    Some(d) => p.pack_rows(d.source, rows.rows, |i| d.order[offsets[e] as usize + i] as usize / d.per_row),
+                    None => p.pack(rows),
+                }
                 Some(p)
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -160,7 +201,7 @@ unsafe fn matmul_rows(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, w: M
     }
 }
 
-trait ActElement: Copy + Send + Sync {
+trait ActElement: Plain + Send + Sync {
     fn from_f32(v: f32) -> Self;
 }
 impl ActElement for f32 {
@@ -179,11 +220,11 @@ fn silu(v: f32) -> f32 {
 }
 
 /// `act[rows of e] = silu(x_e · gate_eᵀ) ⊙ (x_e · up_eᵀ)`, in (expert, feature block) tasks.
-fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, gates: &[MatRef<'_>], ups: &[MatRef<'_>], offsets: &[u32], act: &mut [T]) {
+fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, direct: Option<Direct<'_>>, gates: &[MatRef<'_>], ups: &[MatRef<'_>], offsets: &[u32], act: &mut [T]) {
     let inter = gates.first().map_or(0, |g| g.rows);
     check_groups(x, gates, offsets, inter, act.len());
     check_groups(x, ups, offsets, inter, act.len());
-    let packed = pack_experts(isa, x, gates, offsets);
+    let packed = pack_experts(isa, x, direct, gates, offsets);
     let act = SyncPtr(act.as_mut_ptr());
     tasks(offsets, inter, GATE_UP_BLOCK).into_par_iter().for_each(|(e, n0)| {
         let rows = expert_rows(x, offsets, e);

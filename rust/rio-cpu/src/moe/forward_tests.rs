@@ -110,6 +110,7 @@ fn forward_matches_a_plain_f64_block() {
             let xd = Data::random(dtype, t * H, &mut rng);
             let x = tensor(&xd, &[t, H]);
             let mut out = Tensor::zeros(DType::F32, &[t, H]);
+            crate::scratch::poison();
             forward(&x, &weights, config, &mut out.view_mut()).unwrap();
 
             let routing = router::route(&x, &weights.router, config).unwrap();
@@ -167,6 +168,7 @@ fn experts_match_f64_on_every_isa() {
         for isa in features::available_isas() {
             let mut got = vec![0f32; s * H];
             let targets = super::combine::RowTargets::per_token(s, None);
+            crate::scratch::poison();
             experts::swiglu_experts_with(isa, &xs, &weights.experts, &offsets, &targets, &mut got);
             let mut want = vec![0f64; s * H];
             let mut tol = vec![0f64; s * H];
@@ -209,5 +211,49 @@ fn an_expert_with_more_rows_than_a_packed_chunk_matches_f64() {
         let targets = super::combine::RowTargets::per_token(ROWS, None);
         experts::swiglu_experts_with(isa, &xs, std::slice::from_ref(&mats), &[0, ROWS as u32], &targets, &mut got);
         assert_close(&got, &want, &tol, &format!("{ROWS} rows on {}", isa.name()));
+    }
+}
+
+#[test]
+fn experts_packed_straight_from_the_dispatch_order_match_f64() {
+    // 30 tokens, top-2: 60 slots in a scrambled dispatch order; experts with a few rows (dot
+    // products), many (tiles, packed straight from x), none, and many again.
+    const T: usize = 30;
+    const K: usize = 2;
+    const INT: usize = 32;
+    let offsets = [0u32, 3, 30, 30, 60];
+    let order: Vec<u32> = (0..(T * K) as u32).map(|p| p * 7 % (T * K) as u32).collect();
+    let mut rng = Rng::new(23);
+    let data: Vec<[Data; 3]> = (0..4).map(|_| [INT * H, INT * H, H * INT].map(|n| Data::random(DType::BF16, n, &mut rng))).collect();
+    let mats: Vec<ExpertMats<'_>> =
+        data.iter().map(|[g, u, d]| ExpertMats { gate: tensor(g, &[INT, H]), up: tensor(u, &[INT, H]), down: tensor(d, &[H, INT]) }).collect();
+    let xd = Data::random(DType::BF16, T * H, &mut rng);
+    let x = tensor(&xd, &[T, H]);
+    let src = MatRef::from_tensor(&x, "x").unwrap();
+    let xrows = rows_f64(&x);
+    let (mut want, mut tol) = (vec![0f64; T * K * H], vec![0f64; T * K * H]);
+    for e in 0..4 {
+        for p in offsets[e] as usize..offsets[e + 1] as usize {
+            let (y, err) = expert_f64(&xrows[order[p] as usize / K], &mats[e], act_rounding(DType::BF16));
+            want[p * H..][..H].copy_from_slice(&y);
+            tol[p * H..][..H].copy_from_slice(&err);
+        }
+    }
+    for isa in features::available_isas() {
+        let direct = experts::packs_direct(isa, src, &mats).then_some(experts::Direct { source: src, order: &order, per_row: K });
+        assert_eq!(direct.is_some(), isa == features::Isa::Amx, "AMX packs bf16 rows straight from x");
+        // Rows the kernels must not read stay NaN.
+        let mut xs = vec![rio_core::bf16::from_f32(f32::NAN); T * K * H];
+        for e in 0..4 {
+            let (first, end) = (offsets[e] as usize, offsets[e + 1] as usize);
+            if direct.is_none() || !experts::uses_tiles(isa, DType::BF16, DType::BF16, end - first) {
+                super::rows::gather_into(src, Some(&order[first..end]), K, &mut xs[first * H..end * H]);
+            }
+        }
+        let mut got = vec![0f32; T * K * H];
+        let targets = super::combine::RowTargets::per_token(T * K, None);
+        crate::scratch::poison();
+        experts::swiglu_experts_rows(isa, MatRef::from_slice(&xs, T * K, H), direct, &mats, &offsets, &targets, &mut got);
+        assert_close(&got, &want, &tol, &format!("dispatch order on {}", isa.name()));
     }
 }

@@ -8,8 +8,12 @@ pub mod experts;
 pub mod router;
 pub mod rows;
 
-use rio_core::moe::{MoeWeights, RouterConfig};
-use rio_core::{DType, Error, Result, TensorMut, TensorRef};
+use rio_core::moe::{Dispatch, MoeWeights, RouterConfig, Routing};
+use rio_core::{bf16, DType, Element, Error, Result, TensorMut, TensorRef};
+
+use crate::gemm::MatRef;
+use crate::scratch::{Plain, Scratch};
+use rows::RowElement;
 
 /// The dtype activations are converted to before a GEMM against weights of `weight_dtype`:
 /// bf16 weights multiply bf16 activations (as transformers does in bf16), the rest use f32.
@@ -31,24 +35,56 @@ pub fn forward(x: &TensorRef<'_>, weights: &MoeWeights<'_>, config: RouterConfig
 
     let routing = router::route(x, &weights.router, config)?;
     let dispatch = dispatch::dispatch(&routing, e)?;
-    let compute = compute_dtype(weights.dtype());
-
-    let mut acc = vec![0f32; t * h];
-    if !routing.experts.is_empty() {
-        let xs = rows::gather(x, Some(&dispatch.order), routing.top_k, compute)?;
-        let targets = combine::RowTargets::routed(&routing, &dispatch);
-        experts::swiglu_experts(&xs, &weights.experts, &dispatch.offsets, &targets, &mut acc);
-    }
-    if let Some(shared) = &weights.shared {
-        let xs = rows::gather(x, None, 1, compute)?;
-        let gate = match &shared.gate_weight {
-            Some(g) => Some(combine::sigmoid_gate(&xs, g)?),
-            None => None,
-        };
-        let targets = combine::RowTargets::per_token(t, gate);
-        experts::swiglu_experts(&xs, std::slice::from_ref(&shared.mats), &[0, t as u32], &targets, &mut acc);
+    let mut acc = Scratch::<f32>::zeroed(t * h);
+    match compute_dtype(weights.dtype()) {
+        DType::BF16 => add_experts::<bf16>(x, weights, &routing, &dispatch, &mut acc)?,
+        _ => add_experts::<f32>(x, weights, &routing, &dispatch, &mut acc)?,
     }
     rows::store(&acc, out)
+}
+
+/// `acc += ` the routed and shared experts of `x`, with activations in `T`.
+fn add_experts<T: RowElement + Element + Plain + Send>(
+    x: &TensorRef<'_>,
+    weights: &MoeWeights<'_>,
+    routing: &Routing,
+    dispatch: &Dispatch,
+    acc: &mut [f32],
+) -> Result<()> {
+    let isa = crate::features::active_isa();
+    let src = MatRef::from_tensor(x, "x")?;
+    if !routing.experts.is_empty() {
+        let (h, rows, offsets) = (src.cols, routing.experts.len(), &dispatch.offsets);
+        let mut xs = Scratch::<T>::stale(rows * h);
+        let direct = (T::DTYPE == DType::BF16 && experts::packs_direct(isa, src, &weights.experts))
+            .then_some(experts::Direct { source: src, order: &dispatch.order, per_row: routing.top_k });
+        match direct {
+            // Only the experts off the tile path read gathered rows.
+            Some(_) => {
+                for (e, m) in weights.experts.iter().enumerate() {
+                    let (first, end) = (offsets[e] as usize, offsets[e + 1] as usize);
+                    if !experts::uses_tiles(isa, DType::BF16, m.gate.dtype(), end - first) {
+                        rows::gather_into(src, Some(&dispatch.order[first..end]), routing.top_k, &mut xs[first * h..end * h]);
+                    }
+                }
+            }
+            None => rows::gather_into(src, Some(&dispatch.order), routing.top_k, &mut xs),
+        }
+        let targets = combine::RowTargets::routed(routing, dispatch);
+        let xm = MatRef::from_slice(&xs, rows, h);
+        experts::swiglu_experts_rows(isa, xm, direct, &weights.experts, offsets, &targets, acc);
+    }
+    if let Some(shared) = &weights.shared {
+        let mut buf = Scratch::<T>::stale(0);
+        let xs = rows::in_dtype(x, &mut buf)?;
+        let gate = match &shared.gate_weight {
+            Some(g) => Some(combine::sigmoid_gate_rows(xs, g)?),
+            None => None,
+        };
+        let targets = combine::RowTargets::per_token(src.rows, gate);
+        experts::swiglu_experts_rows(isa, xs, None, std::slice::from_ref(&shared.mats), &[0, src.rows as u32], &targets, acc);
+    }
+    Ok(())
 }
 
 /// Checks `top_k` against the number of experts.

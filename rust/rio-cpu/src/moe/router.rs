@@ -5,6 +5,7 @@ use rio_core::{bf16, f16, DType, Error, Result, TensorRef};
 
 use super::{check_top_k, compute_dtype, rows};
 use crate::gemm::{self, MatRef};
+use crate::scratch::Scratch;
 
 /// Routes every row of `x [T, H]` through `router [E, H]`.
 pub fn route(x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) -> Result<Routing> {
@@ -17,10 +18,13 @@ pub fn route(x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) ->
     x.expect_shape("x", &[None, Some(h)], "(T, H)")?;
     check_top_k(config.top_k, e)?;
     let t = x.shape()[0];
-    let xs = rows::gather(x, None, 1, compute_dtype(router.dtype()))?;
-    let mut logits = vec![0f32; t * e];
+    let (mut bf16_rows, mut f32_rows) = (Scratch::stale(0), Scratch::stale(0));
+    let xm = match compute_dtype(router.dtype()) {
+        DType::BF16 => rows::in_dtype::<bf16>(x, &mut bf16_rows)?,
+        _ => rows::in_dtype::<f32>(x, &mut f32_rows)?,
+    };
+    let mut logits = Scratch::<f32>::stale(t * e);
     let w = MatRef::from_tensor(router, "router_weight")?;
-    let xm = MatRef::from_tensor(&xs.view(), "x")?;
     crate::threads::pool().install(|| gemm::matmul_nt(xm, w, &mut logits, e));
     // transformers computes the router linear in the model dtype before the fp32 softmax.
     round_to(&mut logits, x.dtype());

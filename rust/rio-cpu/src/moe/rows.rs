@@ -1,23 +1,39 @@
 //! Moving activation rows between the caller's tensors and the kernels' contiguous buffers.
 use rayon::prelude::*;
-use rio_core::{bf16, f16, DType, Error, Result, Tensor, TensorMut, TensorRef};
+use rio_core::{bf16, f16, DType, Element, Error, Result, Tensor, TensorMut, TensorRef};
 
 use crate::gemm::MatRef;
+use crate::scratch::{Plain, Scratch};
 
 /// Rows of `x [T, H]` in `dtype`, contiguous: row `p` is `x[order[p] / per_row]` when an order is
 /// given (the dispatch gather), or `x[p]` otherwise.
 pub fn gather(x: &TensorRef<'_>, order: Option<&[u32]>, per_row: usize, dtype: DType) -> Result<Tensor> {
     let src = MatRef::from_tensor(x, "x")?;
-    let h = src.cols;
     let n = order.map_or(src.rows, |o| o.len());
-    let mut out = Tensor::zeros(dtype, &[n, h]);
-    let row_of = |p: usize| order.map_or(p, |o| o[p] as usize / per_row);
+    let mut out = Tensor::zeros(dtype, &[n, src.cols]);
     match dtype {
-        DType::BF16 => fill_rows(out.as_mut_slice::<bf16>(), h, |p, dst| convert_row(src, row_of(p), dst)),
-        DType::F32 => fill_rows(out.as_mut_slice::<f32>(), h, |p, dst| convert_row(src, row_of(p), dst)),
+        DType::BF16 => gather_into(src, order, per_row, out.as_mut_slice::<bf16>()),
+        DType::F32 => gather_into(src, order, per_row, out.as_mut_slice::<f32>()),
         other => return Err(Error::Unsupported(format!("activations in {other}"))),
     }
     Ok(out)
+}
+
+/// [`gather`] into `out` (rows of `src.cols`, one per row gathered).
+pub fn gather_into<T: RowElement + Send>(src: MatRef<'_>, order: Option<&[u32]>, per_row: usize, out: &mut [T]) {
+    let row_of = |p: usize| order.map_or(p, |o| o[p] as usize / per_row);
+    fill_rows(out, src.cols, |p, dst| convert_row(src, row_of(p), dst))
+}
+
+/// Rows of `x` in `T`: `x` itself when it already is, else a converted copy in `buf`.
+pub fn in_dtype<'a, T: RowElement + Element + Plain + Send>(x: &TensorRef<'a>, buf: &'a mut Scratch<T>) -> Result<MatRef<'a>> {
+    let src = MatRef::from_tensor(x, "x")?;
+    if src.dtype == T::DTYPE {
+        return Ok(src);
+    }
+    *buf = Scratch::stale(src.rows * src.cols);
+    gather_into(src, None, 1, buf);
+    Ok(MatRef::from_slice(buf, src.rows, src.cols))
 }
 
 /// Rows below which a gather stays on the calling thread.
