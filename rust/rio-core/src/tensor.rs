@@ -164,8 +164,7 @@ impl<'a> TensorRef<'a> {
 
     /// Checks the shape against `expected`, where `None` accepts any size on that axis.
     pub fn expect_shape(&self, arg: &str, expected: &[Option<usize>], names: &str) -> Result<()> {
-        let ok = self.shape.len() == expected.len()
-            && self.shape.iter().zip(expected).all(|(&a, e)| e.map_or(true, |e| e == a));
+        let ok = self.shape.len() == expected.len() && self.shape.iter().zip(expected).all(|(&a, e)| e.map_or(true, |e| e == a));
         if ok {
             Ok(())
         } else {
@@ -224,13 +223,7 @@ impl<'a> TensorMut<'a> {
         is_contiguous(&self.shape, &self.strides)
     }
     pub fn as_ref(&self) -> TensorRef<'_> {
-        TensorRef {
-            ptr: self.ptr,
-            dtype: self.dtype,
-            shape: self.shape.clone(),
-            strides: self.strides.clone(),
-            _marker: PhantomData,
-        }
+        TensorRef { ptr: self.ptr, dtype: self.dtype, shape: self.shape.clone(), strides: self.strides.clone(), _marker: PhantomData }
     }
 
     pub fn as_mut_slice<T: Element>(&mut self) -> Option<&mut [T]> {
@@ -319,9 +312,7 @@ impl Tensor {
 
     pub fn view(&self) -> TensorRef<'_> {
         // SAFETY: the buffer is contiguous and lives as long as the borrow.
-        unsafe {
-            TensorRef::from_raw(self.lines.as_ptr() as *const u8, self.dtype, self.shape.clone(), contiguous_strides(&self.shape))
-        }
+        unsafe { TensorRef::from_raw(self.lines.as_ptr() as *const u8, self.dtype, self.shape.clone(), contiguous_strides(&self.shape)) }
     }
     pub fn view_mut(&mut self) -> TensorMut<'_> {
         let strides = contiguous_strides(&self.shape);

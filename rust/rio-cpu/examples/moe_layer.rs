@@ -22,7 +22,16 @@ struct Args {
 }
 
 fn parse() -> Args {
-    let mut a = Args { experts: 256, top_k: 8, hidden: 2048, inter: 512, decode: vec![1, 8, 64], prefill: vec![512, 2048], reps: 5, skip_peaks: false };
+    let mut a = Args {
+        experts: 256,
+        top_k: 8,
+        hidden: 2048,
+        inter: 512,
+        decode: vec![1, 8, 64],
+        prefill: vec![512, 2048],
+        reps: 5,
+        skip_peaks: false,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let list = |s: &str| s.split(',').filter(|v| !v.is_empty()).map(|v| v.parse().expect("a list of integers")).collect();
     let mut argv = argv.as_slice();

@@ -30,7 +30,11 @@ impl Backend for CpuBackend {
         let (n, k) = (first.shape()[0], first.shape()[1]);
         x.expect_shape("x", &[None, Some(k)], "(S, K)")?;
         let s = x.shape()[0];
-        if offsets.len() != weights.len() + 1 || offsets[0] != 0 || offsets.windows(2).any(|w| w[0] > w[1]) || offsets[weights.len()] as usize != s {
+        if offsets.len() != weights.len() + 1
+            || offsets[0] != 0
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets[weights.len()] as usize != s
+        {
             return Err(Error::value(
                 "offsets",
                 format!("must rise from 0 to {s} (the rows of x) in {} steps, one per expert", weights.len()),

@@ -4,8 +4,8 @@
 //! - [`index`]: the `model.safetensors.index.json` of a sharded checkpoint,
 //! - [`names`]: stored keys to logical names (key prefixes, skipped towers, per-expert keys),
 //! - [`checkpoint`]: a checkpoint folder as one map of logical tensors, zero copy.
-pub mod checkpoint;
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod index;
 pub mod layers;

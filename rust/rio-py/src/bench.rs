@@ -193,34 +193,37 @@ impl MoeLayerBench {
         let mut arrays = vec![router_weight.clone().unbind(), gate_up_proj.clone().unbind(), down_proj.clone().unbind()];
         // SAFETY (every `weight_view` below): its array is kept in `arrays`, which `self` owns.
         let (router, gate_up, down) = unsafe {
-            (weight_view(router_weight, "router_weight", dtype)?, weight_view(gate_up_proj, "gate_up_proj", dtype)?, weight_view(down_proj, "down_proj", dtype)?)
+            (
+                weight_view(router_weight, "router_weight", dtype)?,
+                weight_view(gate_up_proj, "gate_up_proj", dtype)?,
+                weight_view(down_proj, "down_proj", dtype)?,
+            )
         };
-        let shared = match (shared_gate_proj, shared_up_proj, shared_down_proj) {
-            (None, None, None) if shared_expert_gate.is_none() => None,
-            (Some(g), Some(u), Some(d)) => {
-                let mats = unsafe {
-                    ExpertMats {
-                        gate: weight_view(g, "shared_gate_proj", dtype)?,
-                        up: weight_view(u, "shared_up_proj", dtype)?,
-                        down: weight_view(d, "shared_down_proj", dtype)?,
-                    }
-                };
-                arrays.extend([g, u, d].map(|a| a.clone().unbind()));
-                let gate_weight = match shared_expert_gate {
-                    Some(sg) => {
-                        arrays.push(sg.clone().unbind());
-                        Some(unsafe { weight_view(sg, "shared_expert_gate", dtype)? })
-                    }
-                    None => None,
-                };
-                Some(SharedExpert { mats, gate_weight })
-            }
-            _ => {
-                return Err(PyValueError::new_err(
+        let shared =
+            match (shared_gate_proj, shared_up_proj, shared_down_proj) {
+                (None, None, None) if shared_expert_gate.is_none() => None,
+                (Some(g), Some(u), Some(d)) => {
+                    let mats = unsafe {
+                        ExpertMats {
+                            gate: weight_view(g, "shared_gate_proj", dtype)?,
+                            up: weight_view(u, "shared_up_proj", dtype)?,
+                            down: weight_view(d, "shared_down_proj", dtype)?,
+                        }
+                    };
+                    arrays.extend([g, u, d].map(|a| a.clone().unbind()));
+                    let gate_weight = match shared_expert_gate {
+                        Some(sg) => {
+                            arrays.push(sg.clone().unbind());
+                            Some(unsafe { weight_view(sg, "shared_expert_gate", dtype)? })
+                        }
+                        None => None,
+                    };
+                    Some(SharedExpert { mats, gate_weight })
+                }
+                _ => return Err(PyValueError::new_err(
                     "shared_gate_proj, shared_up_proj, shared_down_proj: give all three or none (and shared_expert_gate only with them)",
-                ))
-            }
-        };
+                )),
+            };
         let weights = MoeWeights::fused(router, gate_up, down, shared).map_err(to_py)?;
         rio_cpu::moe::check_top_k(top_k, weights.num_experts()).map_err(to_py)?;
         Ok(MoeLayerBench { weights, config: RouterConfig { top_k, renormalize: true }, dtype, _arrays: arrays })

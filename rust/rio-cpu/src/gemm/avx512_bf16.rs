@@ -31,7 +31,18 @@ pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo:
 
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dots(x: *const u16, ldx: usize, w: *const u16, ldw: usize, k: usize, rows: usize, wrows: usize, prefetch: bool, out: *mut f32, ldo: usize) {
+unsafe fn dots(
+    x: *const u16,
+    ldx: usize,
+    w: *const u16,
+    ldw: usize,
+    k: usize,
+    rows: usize,
+    wrows: usize,
+    prefetch: bool,
+    out: *mut f32,
+    ldo: usize,
+) {
     macro_rules! by_rows {
         ($nr:literal, $w:expr, $pf:expr, $out:expr) => {
             match rows {
@@ -68,7 +79,16 @@ unsafe fn load(p: *const u16, mask: __mmask32) -> __m512bh {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block<const MR: usize, const NR: usize>(x: *const u16, ldx: usize, w: *const u16, ldw: usize, k: usize, prefetch: bool, out: *mut f32, ldo: usize) {
+unsafe fn block<const MR: usize, const NR: usize>(
+    x: *const u16,
+    ldx: usize,
+    w: *const u16,
+    ldw: usize,
+    k: usize,
+    prefetch: bool,
+    out: *mut f32,
+    ldo: usize,
+) {
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
     let mut c = 0;
     while c < k {

@@ -26,10 +26,10 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_bf16;
-#[cfg(target_arch = "x86_64")]
-mod widened;
 mod portable;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod widened;
 
 /// Below this many activation rows, the AMX path (which packs the rows into tiles) loses to
 /// `vdpbf16ps` dot products.
@@ -59,7 +59,11 @@ impl<'a> MatRef<'a> {
     /// Rows of `cols` elements, `row_stride` apart (`row_stride >= cols`).
     pub fn from_slice_strided<T: Element>(data: &'a [T], rows: usize, cols: usize, row_stride: usize) -> Self {
         assert!(row_stride >= cols, "row stride {row_stride} is shorter than a row of {cols}");
-        assert!(rows == 0 || data.len() >= (rows - 1) * row_stride + cols, "{} elements cannot hold {rows} rows of stride {row_stride}", data.len());
+        assert!(
+            rows == 0 || data.len() >= (rows - 1) * row_stride + cols,
+            "{} elements cannot hold {rows} rows of stride {row_stride}",
+            data.len()
+        );
         MatRef { ptr: data.as_ptr() as *const u8, dtype: T::DTYPE, rows, cols, row_stride, _marker: PhantomData }
     }
 

@@ -36,10 +36,14 @@ mod tests {
     fn routing_strategy() -> impl Strategy<Value = (usize, usize, Vec<u32>)> {
         (1usize..40, 1usize..6).prop_flat_map(|(e, k)| {
             let k = k.min(e);
-            (Just(e), Just(k), prop::collection::vec(0..e as u32, 0..64 * k).prop_map(move |mut v| {
-                v.truncate(v.len() / k * k);
-                v
-            }))
+            (
+                Just(e),
+                Just(k),
+                prop::collection::vec(0..e as u32, 0..64 * k).prop_map(move |mut v| {
+                    v.truncate(v.len() / k * k);
+                    v
+                }),
+            )
         })
     }
 

@@ -203,6 +203,19 @@ unsafe fn matmul_rows(isa: Isa, x: MatRef<'_>, packed: Option<&PackedRows>, w: M
 
 trait ActElement: Plain + Send + Sync {
     fn from_f32(v: f32) -> Self;
+
+    /// `dst[t * ld + j] = silu(g[j * 16 + t]) · u[j * 16 + t]` for tokens t < `rows`, features
+    /// j < 16: the activation from a gate and an up C tile (outᵀ) of the AMX path.
+    ///
+    /// # Safety
+    /// `dst` must be valid for those writes, and AMX on (so AVX-512F) for the bf16 kernel.
+    unsafe fn store_swiglu_tile(g: &[f32; 256], u: &[f32; 256], dst: *mut Self, ld: usize, rows: usize) {
+        for t in 0..rows {
+            for j in 0..16 {
+                *dst.add(t * ld + j) = Self::from_f32(silu(g[j * 16 + t]) * u[j * 16 + t]);
+            }
+        }
+    }
 }
 impl ActElement for f32 {
     fn from_f32(v: f32) -> Self {
@@ -213,6 +226,11 @@ impl ActElement for bf16 {
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn store_swiglu_tile(g: &[f32; 256], u: &[f32; 256], dst: *mut Self, ld: usize, rows: usize) {
+        super::swiglu_tile::store_swiglu_bf16(g, u, dst, ld, rows)
+    }
 }
 
 fn silu(v: f32) -> f32 {
@@ -220,7 +238,15 @@ fn silu(v: f32) -> f32 {
 }
 
 /// `act[rows of e] = silu(x_e · gate_eᵀ) ⊙ (x_e · up_eᵀ)`, in (expert, feature block) tasks.
-fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, direct: Option<Direct<'_>>, gates: &[MatRef<'_>], ups: &[MatRef<'_>], offsets: &[u32], act: &mut [T]) {
+fn gate_up<T: ActElement>(
+    isa: Isa,
+    x: MatRef<'_>,
+    direct: Option<Direct<'_>>,
+    gates: &[MatRef<'_>],
+    ups: &[MatRef<'_>],
+    offsets: &[u32],
+    act: &mut [T],
+) {
     let inter = gates.first().map_or(0, |g| g.rows);
     check_groups(x, gates, offsets, inter, act.len());
     check_groups(x, ups, offsets, inter, act.len());
@@ -230,16 +256,21 @@ fn gate_up<T: ActElement>(isa: Isa, x: MatRef<'_>, direct: Option<Direct<'_>>, g
         let rows = expert_rows(x, offsets, e);
         let len = GATE_UP_BLOCK.min(inter - n0);
         // Writes (row r of the expert, feature n) of `act`: rows and features are this task's own.
-        let emit = |r: usize, n: usize, g: f32, u: f32| unsafe {
-            *act.get().add((offsets[e] as usize + r) * inter + n) = T::from_f32(silu(g) * u);
+        let at = |r: usize, n: usize| unsafe { act.get().add((offsets[e] as usize + r) * inter + n) };
+        let emit = |r: usize, n: usize, g: f32, u: f32| unsafe { *at(r, n) = T::from_f32(silu(g) * u) };
+        let emit_tile = |r: usize, n: usize, cg: &[f32; 256], cu: &[f32; 256], count: usize| unsafe {
+            T::store_swiglu_tile(cg, cu, at(r, n), inter, count)
         };
         let (gate, up) = (gates[e].rows_range(n0, len), ups[e].rows_range(n0, len));
-        // SAFETY: shapes checked by check_groups; `emit` stays inside the task's block.
-        unsafe { gate_up_block(isa, rows, packed[e].as_ref(), gate, up, n0, emit) }
+        // SAFETY: shapes checked by check_groups; `emit` and `emit_tile` stay inside the task's block.
+        unsafe { gate_up_block(isa, rows, packed[e].as_ref(), gate, up, n0, emit, emit_tile) }
     });
 }
 
-/// Calls `emit(row, n0 + j, g, u)` for every row of `x` and feature j of the `gate`/`up` rows.
+/// Calls `emit(row, n0 + j, g, u)` for every row of `x` and feature j of the `gate`/`up` rows;
+/// on AMX tiles, `emit_tile(first row, n0 + j0, gate tile, up tile, rows)` instead for each pair
+/// of C tiles (16 features from j0 x up to 16 rows, outᵀ).
+#[allow(clippy::too_many_arguments)]
 unsafe fn gate_up_block(
     isa: Isa,
     x: MatRef<'_>,
@@ -248,6 +279,7 @@ unsafe fn gate_up_block(
     up: MatRef<'_>,
     n0: usize,
     emit: impl Fn(usize, usize, f32, f32),
+    emit_tile: impl Fn(usize, usize, &[f32; 256], &[f32; 256], usize),
 ) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
@@ -268,18 +300,14 @@ unsafe fn gate_up_block(
                 for j0 in (0..done).step_by(G) {
                     let mut next = start(stage, j0 + G);
                     amx::tiles::<true>(a, p, blocks.clone(), &mut next, |b, cg, cu| {
-                        for t in 0..G.min(x.rows - b * G) {
-                            for j in 0..G {
-                                emit(b * G + t, n0 + j0 + j, cg[j * G + t], cu[j * G + t]);
-                            }
-                        }
+                        emit_tile(b * G, n0 + j0, cg, cu, G.min(x.rows - b * G))
                     });
                     a = stage.flip(next);
                 }
             }
         });
     }
-    let _ = packed;
+    let _ = (packed, &emit_tile);
     if done < gate.rows {
         let len = gate.rows - done;
         let mut g = vec![0f32; x.rows * len];

@@ -225,8 +225,10 @@ fn experts_packed_straight_from_the_dispatch_order_match_f64() {
     let order: Vec<u32> = (0..(T * K) as u32).map(|p| p * 7 % (T * K) as u32).collect();
     let mut rng = Rng::new(23);
     let data: Vec<[Data; 3]> = (0..4).map(|_| [INT * H, INT * H, H * INT].map(|n| Data::random(DType::BF16, n, &mut rng))).collect();
-    let mats: Vec<ExpertMats<'_>> =
-        data.iter().map(|[g, u, d]| ExpertMats { gate: tensor(g, &[INT, H]), up: tensor(u, &[INT, H]), down: tensor(d, &[H, INT]) }).collect();
+    let mats: Vec<ExpertMats<'_>> = data
+        .iter()
+        .map(|[g, u, d]| ExpertMats { gate: tensor(g, &[INT, H]), up: tensor(u, &[INT, H]), down: tensor(d, &[H, INT]) })
+        .collect();
     let xd = Data::random(DType::BF16, T * H, &mut rng);
     let x = tensor(&xd, &[T, H]);
     let src = MatRef::from_tensor(&x, "x").unwrap();

@@ -7,6 +7,8 @@ pub mod dispatch;
 pub mod experts;
 pub mod router;
 pub mod rows;
+#[cfg(target_arch = "x86_64")]
+mod swiglu_tile;
 
 use rio_core::moe::{Dispatch, MoeWeights, RouterConfig, Routing};
 use rio_core::{bf16, DType, Element, Error, Result, TensorMut, TensorRef};
@@ -56,8 +58,11 @@ fn add_experts<T: RowElement + Element + Plain + Send>(
     if !routing.experts.is_empty() {
         let (h, rows, offsets) = (src.cols, routing.experts.len(), &dispatch.offsets);
         let mut xs = Scratch::<T>::stale(rows * h);
-        let direct = (T::DTYPE == DType::BF16 && experts::packs_direct(isa, src, &weights.experts))
-            .then_some(experts::Direct { source: src, order: &dispatch.order, per_row: routing.top_k });
+        let direct = (T::DTYPE == DType::BF16 && experts::packs_direct(isa, src, &weights.experts)).then_some(experts::Direct {
+            source: src,
+            order: &dispatch.order,
+            per_row: routing.top_k,
+        });
         match direct {
             // Only the experts off the tile path read gathered rows.
             Some(_) => {

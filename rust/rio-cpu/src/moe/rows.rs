@@ -100,7 +100,9 @@ pub fn expect_output(out: &TensorMut<'_>, arg: &str, shape: &[usize]) -> Result<
 pub fn store(src: &[f32], out: &mut TensorMut<'_>) -> Result<()> {
     match out.dtype() {
         DType::F32 => out.as_mut_slice::<f32>().expect("checked contiguous").copy_from_slice(src),
-        DType::BF16 => out.as_mut_slice::<bf16>().expect("checked contiguous").iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_f32(s)),
+        DType::BF16 => {
+            out.as_mut_slice::<bf16>().expect("checked contiguous").iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_f32(s))
+        }
         DType::F16 => out.as_mut_slice::<f16>().expect("checked contiguous").iter_mut().zip(src).for_each(|(d, &s)| *d = f16::from_f32(s)),
         other => return Err(Error::dtype("out", "float32, float16 or bfloat16", other)),
     }
