@@ -240,12 +240,44 @@ def test_layer_bench_rejects_bad_input(tiny_layer):
     with pytest.raises(ValueError, match="x"):
         layer.forward(np.repeat(x, 2, axis=1)[:, ::2], out)
     out.setflags(write=False)
-    with pytest.raises(ValueError, match="out: array is read-only"):
+    with pytest.raises(ValueError, match="out: the array is read-only"):
         layer.forward(x, out)
     with pytest.raises(ValueError, match="x"):
         layer.forward(x[:, :-1], np.empty((40, shape.hidden - 1), dtype=np.float32))
     with pytest.raises(ValueError, match="xs"):
         layer.time_forward(x, np.empty((40, shape.hidden), dtype=np.float32), 0.1, 1)
+
+
+def test_layer_bench_keeps_its_weights_alive(tiny_layer):
+    """The layer reads the arrays in place; dropping every Python reference must not free them."""
+    import gc
+
+    shape, w, x, out = tiny_layer
+    arrays = [a.copy() for a in (w.router, w.gate_up, w.down, w.shared_gate, w.shared_up, w.shared_down, w.shared_expert_gate)]
+    layer = _rio_rt.MoeLayerBench(*arrays[:3], shape.top_k, "bf16", *arrays[3:])
+    del arrays
+    gc.collect()
+    reuse = [np.full(a.shape, 0x7FC0, dtype=np.uint16) for a in (w.gate_up, w.down)]  # NaN bits, if memory were reused
+    got = np.empty_like(out)
+    layer.forward(x, got)
+    np.testing.assert_array_equal(got, out)
+    del reuse
+
+
+def test_uint16_is_bf16_only_where_the_bench_asks(tiny_layer):
+    """uint16 carries bf16 bits into the bench's bf16 layer; f16/f32 layers and the ops refuse it."""
+    shape, w, x, _ = tiny_layer
+    f32 = [w.router, w.gate_up, w.down]
+    f32 = [(a.astype(np.uint32) << 16).view(np.float32) for a in f32]
+    layer = _rio_rt.MoeLayerBench(*f32, shape.top_k, "f32")
+    with pytest.raises(TypeError, match="x: expected dtype float32, got uint16"):
+        layer.forward(x, np.empty((40, shape.hidden), dtype=np.float32))
+    with pytest.raises(TypeError, match="router_weight: expected dtype float16, got uint16"):
+        _rio_rt.MoeLayerBench(w.router, w.gate_up, w.down, shape.top_k, "f16")
+    with pytest.raises(TypeError, match="gate_up_proj: expected dtype bfloat16 .*uint16.*, got int16"):
+        _rio_rt.MoeLayerBench(w.router, w.gate_up.view(np.int16), w.down, shape.top_k, "bf16")
+    with pytest.raises(TypeError, match="x: expected dtype .*, got uint16"):
+        _rio_rt.moe_router(x, f32[0], shape.top_k)
 
 
 def test_layer_bench_times_every_input_it_needs(tiny_layer):

@@ -1,4 +1,4 @@
-"""Qwen3.5-MoE models on the Rust CPU backend.
+"""Qwen3.5-MoE and Qwen3-MoE models on the Rust CPU backend.
 
 This first slice runs the f32 forward pass: bf16/f16 checkpoints are upcast to float32 when
 loaded. ``Model.forward`` returns logits for research use; generation comes later.
@@ -21,7 +21,8 @@ ModelCache = _rio_rt.ModelCache
 
 
 class Model:
-    """A Qwen3.5-MoE text model (``qwen3_5_moe`` or ``qwen3_5_moe_text`` checkpoints)."""
+    """A MoE text model: Qwen3.5-MoE (``qwen3_5_moe`` / ``qwen3_5_moe_text`` checkpoints) or
+    Qwen3-MoE (``qwen3_moe``), picked by ``config.json``'s ``model_type``."""
 
     def __init__(self, native: "_rio_rt.Model") -> None:
         self._native = native
@@ -30,8 +31,14 @@ class Model:
     def from_pretrained(cls, path: Union[str, "os.PathLike[str]"]) -> "Model":
         """Loads a Hugging Face checkpoint folder: ``config.json`` and ``model.safetensors`` (or a
         sharded index), with either key prefix and either expert layout; vision and MTP tensors
-        are skipped. Raises ``ConfigError`` / ``CheckpointError`` naming the bad file and field."""
+        are skipped. The architecture follows ``model_type``; an unknown one raises ``ConfigError``
+        naming it, as do bad fields (``CheckpointError`` for bad weights)."""
         return cls(_rio_rt.Model.load(os.fspath(path)))
+
+    @property
+    def model_type(self) -> str:
+        """``"qwen3_5_moe"`` or ``"qwen3_moe"``."""
+        return self._native.model_type
 
     @property
     def vocab_size(self) -> int:
@@ -51,7 +58,7 @@ class Model:
         return self._native.eos_token_ids
 
     def new_cache(self) -> ModelCache:
-        """An empty per-sequence cache (KV caches and Gated DeltaNet states)."""
+        """An empty per-sequence cache (KV caches, and Gated DeltaNet states for Qwen3.5-MoE)."""
         return self._native.new_cache()
 
     def forward(self, ids: Optional[Array] = None, *, input_embeds: Optional[Array] = None,

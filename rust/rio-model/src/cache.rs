@@ -92,9 +92,18 @@ impl ModelCache {
         ModelCache { layers, position: 0 }
     }
 
+    /// An empty cache for a model whose every layer is attention (`qwen3_moe`).
+    pub fn attention_only(num_layers: usize, num_kv_heads: usize, head_dim: usize) -> ModelCache {
+        ModelCache { layers: (0..num_layers).map(|_| LayerCache::Attention(KvCache::new(num_kv_heads, head_dim))).collect(), position: 0 }
+    }
+
     /// Whether this cache has the layers and sizes of a model of `config`.
     pub fn fits(&self, config: &Qwen35MoeConfig) -> bool {
-        let empty = ModelCache::new(config);
+        self.has_layout_of(&ModelCache::new(config))
+    }
+
+    /// Whether this cache has the layer kinds and sizes of `empty` (a fresh cache of the model).
+    pub fn has_layout_of(&self, empty: &ModelCache) -> bool {
         self.layers.len() == empty.layers.len()
             && self.layers.iter().zip(&empty.layers).all(|pair| match pair {
                 (LayerCache::Attention(a), LayerCache::Attention(b)) => a.kv_width == b.kv_width,

@@ -2,7 +2,8 @@
 //! defaults and stop tokens of its `generation_config.json`.
 //!
 //! Accepts the multimodal layout (`model_type: qwen3_5_moe`, text fields under `text_config`) and
-//! the text-only one (`model_type: qwen3_5_moe_text`). Fields are read one by one so that an error
+//! the text-only one (`model_type: qwen3_5_moe_text`); [`Qwen3MoeConfig`] reads `qwen3_moe` ones and
+//! [`Architecture`] tells them apart. Fields are read one by one so that an error
 //! names the field, what was expected and what was found.
 use std::path::Path;
 
@@ -297,6 +298,167 @@ impl Qwen35MoeConfig {
     }
 }
 
+/// The architectures rio_rt runs, picked by `config.json`'s `model_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// `qwen3_5_moe` / `qwen3_5_moe_text`.
+    Qwen35Moe,
+    /// `qwen3_moe`.
+    Qwen3Moe,
+}
+
+impl Architecture {
+    /// Reads `model_type` from `config.json` in a checkpoint folder.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join("config.json");
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(json: &str, path: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let top = Fields { path, parent: "", obj: root };
+        match top.str_or("model_type", "")? {
+            "qwen3_5_moe" | "qwen3_5_moe_text" => Ok(Architecture::Qwen35Moe),
+            "qwen3_moe" => Ok(Architecture::Qwen3Moe),
+            other => Err(top.err(
+                "model_type",
+                format!("unsupported model_type {other:?}; expected \"qwen3_5_moe\", \"qwen3_5_moe_text\" or \"qwen3_moe\""),
+            )),
+        }
+    }
+}
+
+/// Every value the Qwen3-MoE (`qwen3_moe`) forward pass needs: plain GQA attention with q/k
+/// norm and full RoPE, and per layer either the sparse MoE block or a dense SwiGLU MLP.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Qwen3MoeConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rope: RopeConfig,
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub moe_intermediate_size: usize,
+    pub norm_topk_prob: bool,
+    /// Width of the dense MLP of the layers that are not sparse (0 when every layer is sparse).
+    pub intermediate_size: usize,
+    /// Per layer: the MoE block (true) or the dense MLP, by transformers' rule
+    /// `l not in mlp_only_layers and num_experts > 0 and (l + 1) % decoder_sparse_step == 0`.
+    pub sparse_layers: Vec<bool>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl Qwen3MoeConfig {
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join("config.json");
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(json: &str, path: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let f = Fields { path, parent: "", obj: root };
+        let model_type = f.str_or("model_type", "")?;
+        if model_type != "qwen3_moe" {
+            return Err(f.err("model_type", format!("expected \"qwen3_moe\", got {model_type:?}")));
+        }
+        let hidden_act = f.str_or("hidden_act", "silu")?;
+        if hidden_act != "silu" {
+            return Err(f.err("hidden_act", format!("only \"silu\" is supported, got {hidden_act:?}")));
+        }
+        if f.bool_or("attention_bias", false)? {
+            return Err(f.err("attention_bias", "true is not supported (attention projections without biases only)"));
+        }
+        if f.bool_or("use_sliding_window", false)? {
+            return Err(f.err("use_sliding_window", "true is not supported (full causal attention only)"));
+        }
+        let num_hidden_layers = f.positive("num_hidden_layers", None)?;
+        let hidden_size = f.positive("hidden_size", None)?;
+        let num_attention_heads = f.positive("num_attention_heads", None)?;
+        let num_key_value_heads = f.positive("num_key_value_heads", None)?;
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(
+                f.err("num_key_value_heads", format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"))
+            );
+        }
+        // transformers' fallback when the config names no head_dim.
+        let head_dim = f.positive("head_dim", Some((hidden_size / num_attention_heads).max(1)))?;
+        let rope = Qwen35MoeConfig::rope(&f)?;
+        let rotary = (head_dim as f64 * rope.partial_rotary_factor) as usize;
+        if !rotary.is_multiple_of(2) || rotary > head_dim {
+            return Err(f.err(
+                "rope_parameters.partial_rotary_factor",
+                format!("gives a rotary dimension of {rotary} for head_dim {head_dim}; it must be even and at most head_dim"),
+            ));
+        }
+        // Hub checkpoints say `num_experts`; transformers 5 writes its alias `num_local_experts`.
+        let num_experts = match (f.get("num_experts"), f.get("num_local_experts")) {
+            (None, Some(_)) => f.usize_or("num_local_experts", None)?,
+            _ => f.usize_or("num_experts", None)?,
+        };
+        let decoder_sparse_step = f.positive("decoder_sparse_step", Some(1))?;
+        let mlp_only_layers: Vec<usize> = match f.get("mlp_only_layers") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| f.err("mlp_only_layers", format!("expected layer indices, got {v}"))))
+                .collect::<Result<_>>()?,
+            Some(v) => return Err(f.err("mlp_only_layers", format!("expected a list, got {v}"))),
+        };
+        let sparse_layers: Vec<bool> = (0..num_hidden_layers)
+            .map(|l| !mlp_only_layers.contains(&l) && num_experts > 0 && (l + 1) % decoder_sparse_step == 0)
+            .collect();
+        let any_sparse = sparse_layers.iter().any(|&s| s);
+        let (num_experts_per_tok, moe_intermediate_size) = if any_sparse {
+            let k = f.positive("num_experts_per_tok", None)?;
+            if k > num_experts {
+                return Err(f.err("num_experts_per_tok", format!("{k} is more than num_experts {num_experts}")));
+            }
+            (k, f.positive("moe_intermediate_size", None)?)
+        } else {
+            (0, 0)
+        };
+        let intermediate_size = if sparse_layers.iter().all(|&s| s) { 0 } else { f.positive("intermediate_size", None)? };
+        let rms_norm_eps = f.f64_or("rms_norm_eps", 1e-6)?;
+        if !(rms_norm_eps > 0.0 && rms_norm_eps.is_finite()) {
+            return Err(f.err("rms_norm_eps", format!("must be a positive number, got {rms_norm_eps}")));
+        }
+        Ok(Qwen3MoeConfig {
+            vocab_size: f.positive("vocab_size", None)?,
+            hidden_size,
+            num_hidden_layers,
+            rms_norm_eps,
+            tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rope,
+            num_experts,
+            num_experts_per_tok,
+            moe_intermediate_size,
+            norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
+            intermediate_size,
+            sparse_layers,
+            eos_token_ids: f.token_ids("eos_token_id")?,
+        })
+    }
+
+    /// Rotary channels per head: `int(head_dim * partial_rotary_factor)`.
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.rope.partial_rotary_factor) as usize
+    }
+}
+
 /// `generation_config.json`: stop tokens and the sampling defaults the checkpoint ships.
 /// Every field is optional; a folder without the file gives all `None`/empty.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -469,6 +631,63 @@ mod tests {
         assert!(m.contains("text_config"), "{m}");
         let m = message(Qwen35MoeConfig::parse("[1,", "config.json"));
         assert!(m.contains("JSON"), "{m}");
+    }
+
+    fn qwen3_moe(edit: impl FnOnce(&mut Map<String, Value>)) -> Result<Qwen3MoeConfig> {
+        let mut v = serde_json::json!({
+            "model_type": "qwen3_moe", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 8, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 24, "intermediate_size": 96, "rope_theta": 1e6, "norm_topk_prob": true
+        });
+        edit(v.as_object_mut().unwrap());
+        Qwen3MoeConfig::parse(&v.to_string(), "config.json")
+    }
+
+    #[test]
+    fn qwen3_moe_sparse_layers_follow_transformers_rule() {
+        let c = qwen3_moe(|_| {}).unwrap();
+        assert_eq!(c.sparse_layers, vec![true; 4]);
+        assert_eq!((c.head_dim, c.rotary_dim(), c.rope.theta, c.norm_topk_prob), (16, 16, 1e6, true));
+        let c = qwen3_moe(|o| {
+            o.insert("decoder_sparse_step".into(), 2.into());
+            o.insert("mlp_only_layers".into(), serde_json::json!([3]));
+        })
+        .unwrap();
+        assert_eq!(c.sparse_layers, vec![false, true, false, false]);
+        let c = qwen3_moe(|o| {
+            o.remove("num_experts");
+            o.insert("num_local_experts".into(), 0.into());
+        })
+        .unwrap();
+        assert_eq!(c.sparse_layers, vec![false; 4]);
+        assert_eq!(Architecture::parse(r#"{"model_type": "qwen3_moe"}"#, "c.json").unwrap(), Architecture::Qwen3Moe);
+        assert_eq!(Architecture::parse(r#"{"model_type": "qwen3_5_moe_text"}"#, "c.json").unwrap(), Architecture::Qwen35Moe);
+    }
+
+    #[test]
+    fn qwen3_moe_errors_name_the_field() {
+        let m = message_of(qwen3_moe(|o| {
+            o.remove("intermediate_size");
+            o.insert("mlp_only_layers".into(), serde_json::json!([0]));
+        }));
+        assert!(m.contains("intermediate_size") && m.contains("missing"), "{m}");
+        let m = message_of(qwen3_moe(|o| {
+            o.insert("use_sliding_window".into(), true.into());
+        }));
+        assert!(m.contains("use_sliding_window"), "{m}");
+        let m = message_of(qwen3_moe(|o| {
+            o.insert("mlp_only_layers".into(), "all".into());
+        }));
+        assert!(m.contains("mlp_only_layers") && m.contains("\"all\""), "{m}");
+        let m = message_of(Architecture::parse(r#"{"model_type": "llama"}"#, "config.json"));
+        assert!(m.contains("model_type") && m.contains("llama"), "{m}");
+    }
+
+    fn message_of<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::Config { message, .. }) => message,
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod index;
 pub mod layers;
 pub mod names;
 pub mod qwen3_5_moe;
+pub mod qwen3_moe;
 pub mod safetensors;
 
 pub use checkpoint::{Checkpoint, LogicalTensor, Part};

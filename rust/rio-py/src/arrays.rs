@@ -4,7 +4,9 @@
 //! `__array_interface__` dict for other array-likes; both carry `ml_dtypes.bfloat16`) and
 //! anything with `__dlpack__` (torch CPU tensors, see `dlpack`) in place. A copy is made only
 //! when the kernels cannot read the layout (negative or overlapping strides, inner stride not 1,
-//! misaligned data).
+//! misaligned data). [`borrow_in_place`] never copies and, when asked, reads numpy `uint16`
+//! arrays as bf16 bits (the benchmarks, which time the caller's own bytes and need no ml_dtypes);
+//! [`KeepAlive`] holds borrowed tensors for views stored past a call.
 //! Out: [`ArrayKind`] allocates results in the caller's library, or hands it a Rust-owned buffer
 //! ([`NativeTensor`]) through DLPack.
 use std::ffi::c_void;
@@ -87,6 +89,39 @@ impl PyTensor {
     }
 }
 
+/// Borrowed tensors held for views that outlive the call that borrowed them (a pyclass storing
+/// weight views). It only holds: nothing reaches the tensors again until it drops.
+#[derive(Default)]
+pub(crate) struct KeepAlive {
+    tensors: Vec<PyTensor>,
+}
+
+// SAFETY: `PyTensor` is !Send/!Sync only for its raw pointer, which `KeepAlive` never
+// dereferences (the views handed out by `keep` carry their own Send/Sync contract), and it gives
+// no access to the tensors, so sharing it across threads shares nothing. Moving it to another
+// thread moves only owners that may drop there: `Py<PyAny>` is Send, a `Tensor` copy is plain
+// memory, and a DLPack deleter must be callable from any thread (the DLPack contract; numpy's
+// takes the GIL itself, torch's drops an atomic reference count).
+unsafe impl Send for KeepAlive {}
+unsafe impl Sync for KeepAlive {}
+
+impl KeepAlive {
+    /// Holds `t` and returns a view of it that is not tied to a borrow of `self`.
+    ///
+    /// # Safety
+    /// The view must not be used once `self` has dropped (in a struct, declare the field that
+    /// stores the views before the `KeepAlive`, so it drops first). Moving `t` in here does not
+    /// move its elements: they live in the Python owner's memory or in the copy's heap buffer.
+    pub(crate) unsafe fn keep(&mut self, t: PyTensor) -> TensorRef<'static> {
+        let v = t.view();
+        // SAFETY: the elements stay where they are for as long as `t`, which `self` now holds;
+        // the caller promises not to use the view past `self`.
+        let v = unsafe { TensorRef::from_raw(v.as_ptr(), v.dtype(), v.shape().to_vec(), v.strides().to_vec()) };
+        self.tensors.push(t);
+        v
+    }
+}
+
 /// The kernels read rows with unit inner stride, rows not overlapping, and aligned elements.
 fn kernel_readable(ptr: *const u8, dtype: DType, shape: &[usize], strides: &[isize]) -> bool {
     let n = shape.len();
@@ -112,14 +147,15 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-fn dtype_error(arg: &str, allowed: &[DType], actual: &str) -> PyErr {
-    PyTypeError::new_err(format!("{arg}: expected dtype {}, got {actual}", dtype_names(allowed)))
+fn dtype_error(arg: &str, allowed: &[DType], mode: Mode, actual: &str) -> PyErr {
+    let bits = if mode.uint16_as_bf16 { " (or uint16 holding bf16 bits)" } else { "" };
+    PyTypeError::new_err(format!("{arg}: expected dtype {}{bits}, got {actual}", dtype_names(allowed)))
 }
 
 /// Borrows a numpy array or DLPack tensor (torch) for reading; `allowed` lists the dtypes the
 /// argument may have. Errors name `arg`.
 pub(crate) fn borrow(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType]) -> PyResult<PyTensor> {
-    let mut t = borrow_any(obj, arg, allowed, false)?;
+    let mut t = borrow_any(obj, arg, allowed, Mode { writable: false, may_copy: true, uint16_as_bf16: false })?;
     if !kernel_readable(t.ptr, t.dtype, &t.shape, &t.strides) {
         t.copy = Some(t.view().to_contiguous());
     }
@@ -128,22 +164,47 @@ pub(crate) fn borrow(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType]) -> Py
 
 /// Borrows an output tensor for writing; it must be writable and contiguous (never copied).
 pub(crate) fn borrow_mut(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType]) -> PyResult<PyTensor> {
-    let t = borrow_any(obj, arg, allowed, true)?;
+    let t = borrow_any(obj, arg, allowed, Mode { writable: true, may_copy: false, uint16_as_bf16: false })?;
     if !t.view().is_contiguous() || !(t.ptr as usize).is_multiple_of(t.dtype.size()) {
         return Err(PyValueError::new_err(format!("{arg}: must be a contiguous, aligned array to write into")));
     }
     Ok(t)
 }
 
-fn borrow_any(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType], writable: bool) -> PyResult<PyTensor> {
-    if let Some(t) = from_array_struct(obj, allowed, writable)? {
+/// Borrows for reading exactly where the data lies, never copying: for benchmarks, which must
+/// time the caller's own bytes. Misaligned data is refused; other layouts (negative or
+/// non-unit strides) are left for the caller or the kernel to check. Where `allowed` has bf16, a
+/// numpy `uint16` array is read as bf16 bit patterns, as `rio_rt.bench.weights` builds them
+/// (numpy has no bfloat16 without ml_dtypes); other borrows keep rejecting `uint16`.
+pub(crate) fn borrow_in_place(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType]) -> PyResult<PyTensor> {
+    let t = borrow_any(obj, arg, allowed, Mode { writable: false, may_copy: false, uint16_as_bf16: true })?;
+    if !(t.ptr as usize).is_multiple_of(t.dtype.size()) {
+        return Err(PyValueError::new_err(format!("{arg}: data is not aligned to its {}-byte elements", t.dtype.size())));
+    }
+    Ok(t)
+}
+
+/// What a borrow may do beyond matching `allowed`.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// The memory will be written: read-only arrays are refused.
+    writable: bool,
+    /// Strides that are not whole elements may be fixed by a numpy copy (else refused).
+    may_copy: bool,
+    /// A numpy `uint16` array counts as bf16 bits.
+    uint16_as_bf16: bool,
+}
+
+fn borrow_any(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType], mode: Mode) -> PyResult<PyTensor> {
+    let mode = Mode { uint16_as_bf16: mode.uint16_as_bf16 && allowed.contains(&DType::BF16), ..mode };
+    if let Some(t) = from_array_struct(obj, allowed, mode)? {
         return Ok(t);
     }
     // numpy builds the interface dict on every access, so it is fetched once.
     if let Some(interface) = obj.getattr_opt("__array_interface__")? {
-        from_array_interface(obj, &interface, arg, allowed, writable)
+        from_array_interface(obj, &interface, arg, allowed, mode)
     } else if obj.hasattr("__dlpack__")? {
-        from_dlpack(obj, arg, allowed)
+        from_dlpack(obj, arg, allowed, mode)
     } else {
         Err(PyTypeError::new_err(format!("{arg}: expected a numpy array or a torch tensor, got {}", type_name(obj))))
     }
@@ -170,7 +231,7 @@ const NPY_WRITEABLE: i32 = 0x400;
 /// the `__array_interface__` dict. `None` for anything unusual (other objects, byte-swapped or
 /// unsupported dtypes, strides that are not whole elements): the dict path then copies or
 /// explains.
-fn from_array_struct(obj: &Bound<'_, PyAny>, allowed: &[DType], writable: bool) -> PyResult<Option<PyTensor>> {
+fn from_array_struct(obj: &Bound<'_, PyAny>, allowed: &[DType], mode: Mode) -> PyResult<Option<PyTensor>> {
     let Some(capsule) = obj.getattr_opt("__array_struct__")? else { return Ok(None) };
     // SAFETY: numpy's capsule is unnamed and points at a PyArrayInterface that lives as long as
     // the capsule; everything is copied out before it drops.
@@ -180,7 +241,7 @@ fn from_array_struct(obj: &Bound<'_, PyAny>, allowed: &[DType], writable: bool) 
             return Ok(None);
         }
         let ai = &*(pyo3::ffi::PyCapsule_GetPointer(raw, std::ptr::null()) as *const ArrayInterface);
-        if ai.two != 2 || ai.nd < 0 || ai.flags & NPY_NOTSWAPPED == 0 || (writable && ai.flags & NPY_WRITEABLE == 0) {
+        if ai.two != 2 || ai.nd < 0 || ai.flags & NPY_NOTSWAPPED == 0 || (mode.writable && ai.flags & NPY_WRITEABLE == 0) {
             return Ok(None);
         }
         let dtype = match (ai.typekind, ai.itemsize) {
@@ -188,6 +249,7 @@ fn from_array_struct(obj: &Bound<'_, PyAny>, allowed: &[DType], writable: bool) 
             (b'f', 2) => DType::F16,
             (b'i', 4) => DType::I32,
             (b'i', 8) => DType::I64,
+            (b'u', 2) if mode.uint16_as_bf16 => DType::BF16,
             (b'V', 2) if obj.getattr("dtype")?.getattr("type")?.getattr("__name__")?.extract::<String>()? == "bfloat16" => DType::BF16,
             _ => return Ok(None),
         };
@@ -215,7 +277,7 @@ fn from_array_interface(
     interface: &Bound<'_, PyAny>,
     arg: &str,
     allowed: &[DType],
-    writable: bool,
+    mode: Mode,
 ) -> PyResult<PyTensor> {
     let ai = interface.cast::<PyDict>().map_err(|_| PyTypeError::new_err(format!("{arg}: __array_interface__ is not a dict")))?;
     let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
@@ -234,7 +296,7 @@ fn from_array_interface(
     let dtype_name =
         || obj.getattr("dtype").and_then(|d| d.getattr("name")).and_then(|n| n.extract::<String>()).unwrap_or_else(|_| typestr.clone());
     if typestr.starts_with('>') {
-        return Err(dtype_error(arg, allowed, &format!("{} (big-endian)", dtype_name())));
+        return Err(dtype_error(arg, allowed, mode, &format!("{} (big-endian)", dtype_name())));
     }
     let dtype = match typestr.trim_start_matches(['<', '|', '=']) {
         "f4" => DType::F32,
@@ -242,12 +304,13 @@ fn from_array_interface(
         "V2" if dtype_name() == "bfloat16" => DType::BF16,
         "i4" => DType::I32,
         "i8" => DType::I64,
-        _ => return Err(dtype_error(arg, allowed, &dtype_name())),
+        "u2" if mode.uint16_as_bf16 => DType::BF16,
+        _ => return Err(dtype_error(arg, allowed, mode, &dtype_name())),
     };
     if !allowed.contains(&dtype) {
-        return Err(dtype_error(arg, allowed, dtype.name()));
+        return Err(dtype_error(arg, allowed, mode, dtype.name()));
     }
-    if writable && readonly {
+    if mode.writable && readonly {
         return Err(PyValueError::new_err(format!("{arg}: the array is read-only")));
     }
     if byte_strides.as_ref().is_some_and(|bs| bs.len() != shape.len()) {
@@ -258,11 +321,11 @@ fn from_array_interface(
         None => contiguous_strides(&shape),
         Some(bs) if bs.iter().all(|s| s % esize == 0) => bs.iter().map(|s| s / esize).collect(),
         // Strides that are not whole elements: let numpy make the contiguous copy.
-        Some(_) if !writable => {
+        Some(_) if mode.may_copy => {
             let copy = obj.py().import("numpy")?.call_method1("ascontiguousarray", (obj,))?;
-            return from_array_interface(&copy, &copy.getattr("__array_interface__")?, arg, allowed, writable);
+            return from_array_interface(&copy, &copy.getattr("__array_interface__")?, arg, allowed, mode);
         }
-        Some(_) => return Err(PyValueError::new_err(format!("{arg}: strides are not whole elements"))),
+        Some(bs) => return Err(PyValueError::new_err(format!("{arg}: strides {bs:?} are not whole elements"))),
     };
     if addr == 0 && shape.iter().product::<usize>() != 0 {
         return Err(PyValueError::new_err(format!("{arg}: null data pointer")));
@@ -270,11 +333,11 @@ fn from_array_interface(
     Ok(PyTensor::new(addr as *mut u8, dtype, shape, strides, Owner::Object(obj.clone().unbind())))
 }
 
-fn from_dlpack(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType]) -> PyResult<PyTensor> {
+fn from_dlpack(obj: &Bound<'_, PyAny>, arg: &str, allowed: &[DType], mode: Mode) -> PyResult<PyTensor> {
     let v = dlpack::import(obj, arg)?;
-    let dtype = v.dtype.map_err(|name| dtype_error(arg, allowed, &name))?;
+    let dtype = v.dtype.map_err(|name| dtype_error(arg, allowed, mode, &name))?;
     if !allowed.contains(&dtype) {
-        return Err(dtype_error(arg, allowed, dtype.name()));
+        return Err(dtype_error(arg, allowed, mode, dtype.name()));
     }
     Ok(PyTensor::new(v.ptr, dtype, v.shape, v.strides, Owner::DlPack(v.owner)))
 }

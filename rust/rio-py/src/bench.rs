@@ -2,17 +2,16 @@
 //! GEMM peak, and `MoeLayerBench`, one MoE layer over weights the caller owns (numpy arrays shared
 //! with torch), so rio and torch time the very same bytes.
 //!
-//! Arrays arrive through numpy's `__array_interface__` (the buffer protocol is outside the
-//! limited API of Python 3.10). bfloat16, which numpy lacks, travels as 2-byte integers holding
-//! the bf16 bits.
+//! Arrays are borrowed in place, never copied (`arrays::borrow_in_place`); bfloat16, which numpy
+//! lacks, travels as uint16 arrays holding the bf16 bits.
 use std::time::Instant;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use rio_core::moe::{ExpertMats, MoeWeights, RouterConfig, SharedExpert};
-use rio_core::{DType, TensorMut, TensorRef};
+use rio_core::{DType, TensorRef};
 
+use crate::arrays::{borrow_in_place, borrow_mut, KeepAlive};
 use crate::errors::to_py;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -69,101 +68,31 @@ impl CacheFlusher {
     }
 }
 
-/// Where an array's elements live, read from its `__array_interface__`.
-struct ArrayInfo {
-    ptr: usize,
-    shape: Vec<usize>,
-    /// In elements.
-    strides: Vec<isize>,
-    readonly: bool,
-}
-
-fn array_info(obj: &Bound<'_, PyAny>, arg: &str, dtype: DType) -> PyResult<ArrayInfo> {
-    let Ok(iface) = obj.getattr("__array_interface__") else {
-        return Err(PyTypeError::new_err(format!("{arg}: expected a numpy array, got {}", obj.get_type().name()?)));
-    };
-    let iface = iface.cast::<PyDict>().map_err(|_| PyTypeError::new_err(format!("{arg}: __array_interface__ is not a dict")))?;
-    let bad = |key: &str, want: &str| PyTypeError::new_err(format!("{arg}: __array_interface__[{key:?}] must be {want}"));
-    let get = |key: &str| -> PyResult<Bound<'_, PyAny>> { iface.get_item(key)?.ok_or_else(|| bad(key, "present")) };
-    let typestr: String = get("typestr")?.extract().map_err(|_| bad("typestr", "a str"))?;
-    let (kind, size) = (typestr.as_bytes().get(1).copied().unwrap_or(b'?'), typestr.get(2..).unwrap_or(""));
-    let ok = match dtype {
-        DType::F32 => kind == b'f' && size == "4",
-        DType::F16 => kind == b'f' && size == "2",
-        // bf16 bits in any 2-byte non-float container (uint16, int16, ml_dtypes' void).
-        DType::BF16 => matches!(kind, b'u' | b'i' | b'V') && size == "2",
-        _ => false,
-    };
-    if !ok {
-        let want = if dtype == DType::BF16 { "bfloat16 bits as uint16".to_string() } else { dtype.name().to_string() };
-        return Err(PyTypeError::new_err(format!("{arg}: expected dtype {want}, got array typestr {typestr:?}")));
-    }
-    let (ptr, readonly): (usize, bool) = get("data")?.extract().map_err(|_| bad("data", "a (pointer, readonly) pair"))?;
-    let shape: Vec<usize> = get("shape")?.extract().map_err(|_| bad("shape", "a tuple of sizes"))?;
-    let esize = dtype.size() as isize;
-    let strides: Vec<isize> = match iface.get_item("strides")? {
-        Some(s) if !s.is_none() => {
-            let bytes: Vec<isize> = s.extract().map_err(|_| bad("strides", "None or a tuple of byte strides"))?;
-            if bytes.len() != shape.len() {
-                return Err(PyValueError::new_err(format!("{arg}: {} strides for {} dimensions", bytes.len(), shape.len())));
-            }
-            if bytes.iter().any(|b| b % esize != 0) {
-                return Err(PyValueError::new_err(format!("{arg}: strides {bytes:?} are not whole elements")));
-            }
-            bytes.into_iter().map(|b| b / esize).collect()
-        }
-        _ => {
-            let mut acc = 1isize;
-            let mut st = vec![0isize; shape.len()];
-            for (s, &d) in st.iter_mut().zip(&shape).rev() {
-                *s = acc;
-                acc *= d.max(1) as isize;
-            }
-            st
-        }
-    };
-    if ptr == 0 && shape.iter().product::<usize>() > 0 {
-        return Err(PyValueError::new_err(format!("{arg}: array has no data pointer")));
-    }
-    if ptr % dtype.size() != 0 {
-        return Err(PyValueError::new_err(format!("{arg}: data is not aligned to its {}-byte elements", dtype.size())));
-    }
-    Ok(ArrayInfo { ptr, shape, strides, readonly })
-}
-
-/// A read-only view of a numpy array.
+/// Borrows weight `obj` in place into `kept`; C-contiguous, as the kernels index weights as dense
+/// matrices.
 ///
 /// # Safety
-/// `obj` must stay alive, and keep its memory, for as long as the view is used.
-unsafe fn view<'a>(obj: &Bound<'_, PyAny>, arg: &str, dtype: DType) -> PyResult<TensorRef<'a>> {
-    let a = array_info(obj, arg, dtype)?;
-    // SAFETY: numpy vouches for pointer, shape and strides; the caller for the lifetime.
-    Ok(unsafe { TensorRef::from_raw(a.ptr as *const u8, dtype, a.shape, a.strides) })
-}
-
-/// A C-contiguous read-only view (weights: the kernels index them as dense matrices).
-///
-/// # Safety
-/// As [`view`].
-unsafe fn weight_view<'a>(obj: &Bound<'_, PyAny>, arg: &str, dtype: DType) -> PyResult<TensorRef<'a>> {
-    // SAFETY: passed on to the caller.
-    let v = unsafe { view(obj, arg, dtype)? };
-    if !v.is_contiguous() {
+/// As [`KeepAlive::keep`]: the view must not be used once `kept` has dropped.
+unsafe fn weight(kept: &mut KeepAlive, obj: &Bound<'_, PyAny>, arg: &str, dtype: DType) -> PyResult<TensorRef<'static>> {
+    let t = borrow_in_place(obj, arg, &[dtype])?;
+    if !t.view().is_contiguous() {
         return Err(PyValueError::new_err(format!("{arg}: must be C-contiguous (np.ascontiguousarray)")));
     }
-    Ok(v)
+    // SAFETY: passed on to the caller.
+    Ok(unsafe { kept.keep(t) })
 }
 
 /// The MoE layer of one benchmark: weights held by the caller's numpy arrays (kept alive here),
 /// the router's top-k. Times `rio_cpu::moe::forward` without Python in the loop.
 #[pyclass(module = "rio_rt._rio_rt")]
 struct MoeLayerBench {
-    /// Views into `_arrays`; 'static because the arrays they point into live as long as `self`.
+    /// Views into `_kept`; 'static because what they point into lives as long as `self`.
+    /// Declared before `_kept`, so it drops first.
     weights: MoeWeights<'static>,
     config: RouterConfig,
     dtype: DType,
-    /// The weight arrays, owned so the memory under `weights` stays valid.
-    _arrays: Vec<Py<PyAny>>,
+    /// The borrowed weights, held so the memory under `weights` stays valid.
+    _kept: KeepAlive,
 }
 
 #[pymethods]
@@ -190,13 +119,14 @@ impl MoeLayerBench {
             _ => return Err(PyValueError::new_err(format!("dtype: expected bf16, f16 or f32, got {dtype:?}"))),
         };
         let top_k = positive("top_k", top_k)?;
-        let mut arrays = vec![router_weight.clone().unbind(), gate_up_proj.clone().unbind(), down_proj.clone().unbind()];
-        // SAFETY (every `weight_view` below): its array is kept in `arrays`, which `self` owns.
+        let mut kept = KeepAlive::default();
+        // SAFETY (every `weight` below): its view goes into `weights`, which drops before `kept`
+        // in `self`, or, on error, is dropped with `kept` before any use.
         let (router, gate_up, down) = unsafe {
             (
-                weight_view(router_weight, "router_weight", dtype)?,
-                weight_view(gate_up_proj, "gate_up_proj", dtype)?,
-                weight_view(down_proj, "down_proj", dtype)?,
+                weight(&mut kept, router_weight, "router_weight", dtype)?,
+                weight(&mut kept, gate_up_proj, "gate_up_proj", dtype)?,
+                weight(&mut kept, down_proj, "down_proj", dtype)?,
             )
         };
         let shared =
@@ -205,17 +135,13 @@ impl MoeLayerBench {
                 (Some(g), Some(u), Some(d)) => {
                     let mats = unsafe {
                         ExpertMats {
-                            gate: weight_view(g, "shared_gate_proj", dtype)?,
-                            up: weight_view(u, "shared_up_proj", dtype)?,
-                            down: weight_view(d, "shared_down_proj", dtype)?,
+                            gate: weight(&mut kept, g, "shared_gate_proj", dtype)?,
+                            up: weight(&mut kept, u, "shared_up_proj", dtype)?,
+                            down: weight(&mut kept, d, "shared_down_proj", dtype)?,
                         }
                     };
-                    arrays.extend([g, u, d].map(|a| a.clone().unbind()));
                     let gate_weight = match shared_expert_gate {
-                        Some(sg) => {
-                            arrays.push(sg.clone().unbind());
-                            Some(unsafe { weight_view(sg, "shared_expert_gate", dtype)? })
-                        }
+                        Some(sg) => Some(unsafe { weight(&mut kept, sg, "shared_expert_gate", dtype)? }),
                         None => None,
                     };
                     Some(SharedExpert { mats, gate_weight })
@@ -226,13 +152,13 @@ impl MoeLayerBench {
             };
         let weights = MoeWeights::fused(router, gate_up, down, shared).map_err(to_py)?;
         rio_cpu::moe::check_top_k(top_k, weights.num_experts()).map_err(to_py)?;
-        Ok(MoeLayerBench { weights, config: RouterConfig { top_k, renormalize: true }, dtype, _arrays: arrays })
+        Ok(MoeLayerBench { weights, config: RouterConfig { top_k, renormalize: true }, dtype, _kept: kept })
     }
 
     /// `out [T, H] float32 = MoE(x [T, H])`, x in the weights' dtype.
     fn forward(&self, py: Python<'_>, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        // SAFETY: `x` and `out` are borrowed from the caller for the whole call.
-        let (xv, mut ov) = unsafe { (view(x, "x", self.dtype)?, output(out)?) };
+        let (xt, mut ot) = (borrow_in_place(x, "x", &[self.dtype])?, borrow_mut(out, "out", &[DType::F32])?);
+        let (xv, mut ov) = (xt.view(), ot.view_mut());
         py.detach(|| rio_cpu::moe::forward(&xv, &self.weights, self.config, &mut ov)).map_err(to_py)
     }
 
@@ -250,8 +176,8 @@ impl MoeLayerBench {
         flusher: Option<PyRef<'_, CacheFlusher>>,
     ) -> PyResult<Vec<f64>> {
         let flusher = flusher.as_deref().map(|f| &f.buffer);
-        // SAFETY: as in `forward`.
-        let (xs, mut ov) = unsafe { (view(xs, "xs", self.dtype)?, output(out)?) };
+        let (xst, mut ot) = (borrow_in_place(xs, "xs", &[self.dtype])?, borrow_mut(out, "out", &[DType::F32])?);
+        let (xs, mut ov) = (xst.view(), ot.view_mut());
         if xs.ndim() != 3 {
             return Err(PyValueError::new_err(format!("xs: expected shape (R, T, H), got {:?}", xs.shape())));
         }
@@ -273,17 +199,4 @@ impl MoeLayerBench {
         })
         .map_err(to_py)
     }
-}
-
-/// A writable float32 view of `out`.
-///
-/// # Safety
-/// As [`view`]; and nothing else may read or write `out` while the view is used.
-unsafe fn output<'a>(out: &Bound<'_, PyAny>) -> PyResult<TensorMut<'a>> {
-    let a = array_info(out, "out", DType::F32)?;
-    if a.readonly {
-        return Err(PyValueError::new_err("out: array is read-only"));
-    }
-    // SAFETY: numpy vouches for pointer, shape and strides; the caller for lifetime and aliasing.
-    Ok(unsafe { TensorMut::from_raw(a.ptr as *mut u8, DType::F32, a.shape, a.strides) })
 }

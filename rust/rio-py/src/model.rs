@@ -1,4 +1,5 @@
-//! rio_rt.Model bindings: load a Qwen3.5-MoE checkpoint folder and run forward passes.
+//! rio_rt.Model bindings: load a Qwen3.5-MoE or Qwen3-MoE checkpoint folder (picked by
+//! `model_type`) and run forward passes.
 //!
 //! `forward` takes token ids `(T,)` / `(B, T)` (int32/int64) or input embeddings `(T, H)` /
 //! `(B, T, H)` (float32) and returns float32 logits `(T, V)` / `(B, T, V)` of the input's kind
@@ -11,7 +12,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use rio_core::DType;
 use rio_model::cache::ModelCache;
+use rio_model::config::Architecture;
 use rio_model::qwen3_5_moe::{Input, Qwen35Moe};
+use rio_model::qwen3_moe::Qwen3Moe;
 
 use crate::arrays::{borrow, ArrayKind};
 use crate::dlpack::NativeTensor;
@@ -23,10 +26,64 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A loaded Qwen3.5-MoE text model (f32 weights).
+/// A loaded text model (f32 weights) of one of the supported architectures.
 #[pyclass(module = "rio_rt._rio_rt", frozen)]
 struct Model {
-    inner: Arc<Qwen35Moe>,
+    inner: Arc<AnyModel>,
+}
+
+#[derive(Debug)]
+enum AnyModel {
+    Qwen35Moe(Qwen35Moe),
+    Qwen3Moe(Qwen3Moe),
+}
+
+impl AnyModel {
+    fn load(path: &PathBuf) -> rio_core::Result<AnyModel> {
+        if !path.is_dir() {
+            return Err(rio_core::Error::checkpoint(path.display().to_string(), "no such checkpoint folder"));
+        }
+        Ok(match Architecture::from_dir(path)? {
+            Architecture::Qwen35Moe => AnyModel::Qwen35Moe(Qwen35Moe::from_dir(path)?),
+            Architecture::Qwen3Moe => AnyModel::Qwen3Moe(Qwen3Moe::from_dir(path)?),
+        })
+    }
+
+    /// (vocab_size, hidden_size, num_hidden_layers)
+    fn sizes(&self) -> (usize, usize, usize) {
+        match self {
+            AnyModel::Qwen35Moe(m) => (m.config().vocab_size, m.config().hidden_size, m.config().num_hidden_layers),
+            AnyModel::Qwen3Moe(m) => (m.config().vocab_size, m.config().hidden_size, m.config().num_hidden_layers),
+        }
+    }
+
+    fn model_type(&self) -> &'static str {
+        match self {
+            AnyModel::Qwen35Moe(_) => "qwen3_5_moe",
+            AnyModel::Qwen3Moe(_) => "qwen3_moe",
+        }
+    }
+
+    fn eos_token_ids(&self) -> Vec<u32> {
+        match self {
+            AnyModel::Qwen35Moe(m) => m.eos_token_ids(),
+            AnyModel::Qwen3Moe(m) => m.eos_token_ids(),
+        }
+    }
+
+    fn new_cache(&self) -> ModelCache {
+        match self {
+            AnyModel::Qwen35Moe(m) => m.new_cache(),
+            AnyModel::Qwen3Moe(m) => m.new_cache(),
+        }
+    }
+
+    fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> rio_core::Result<Vec<f32>> {
+        match self {
+            AnyModel::Qwen35Moe(m) => m.forward(input, cache, logits_to_keep),
+            AnyModel::Qwen3Moe(m) => m.forward(input, cache, logits_to_keep),
+        }
+    }
 }
 
 /// The decoding state of one sequence (KV caches, Gated DeltaNet states).
@@ -63,23 +120,28 @@ impl Rows {
 impl Model {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-        let model = py.detach(|| Qwen35Moe::from_dir(&path)).map_err(to_py)?;
+        let model = py.detach(|| AnyModel::load(&path)).map_err(to_py)?;
         Ok(Model { inner: Arc::new(model) })
     }
 
     #[getter]
     fn vocab_size(&self) -> usize {
-        self.inner.config().vocab_size
+        self.inner.sizes().0
     }
 
     #[getter]
     fn hidden_size(&self) -> usize {
-        self.inner.config().hidden_size
+        self.inner.sizes().1
     }
 
     #[getter]
     fn num_layers(&self) -> usize {
-        self.inner.config().num_hidden_layers
+        self.inner.sizes().2
+    }
+
+    #[getter]
+    fn model_type(&self) -> &'static str {
+        self.inner.model_type()
     }
 
     #[getter]
@@ -100,7 +162,7 @@ impl Model {
         cache: Option<Bound<'py, Cache>>,
         logits_to_keep: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (v, h) = (self.inner.config().vocab_size, self.inner.config().hidden_size);
+        let (v, h, _) = self.inner.sizes();
         let (kind, batch, rows) = match (&ids, &input_embeds) {
             (Some(ids), None) => {
                 let t = borrow(ids, "ids", &[DType::I32, DType::I64])?;
