@@ -57,11 +57,14 @@ pub struct GdnState {
 
 impl GdnState {
     pub fn new(config: &Qwen35MoeConfig) -> GdnState {
+        let (conv, recurrent) = GdnState::sizes(config);
+        GdnState { conv: vec![0.0; conv], recurrent: vec![0.0; recurrent] }
+    }
+
+    /// Elements of the conv and recurrent state for a model of `config`.
+    fn sizes(config: &Qwen35MoeConfig) -> (usize, usize) {
         let c = config;
-        GdnState {
-            conv: vec![0.0; (c.linear_conv_kernel_dim - 1) * c.conv_channels()],
-            recurrent: vec![0.0; c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim],
-        }
+        ((c.linear_conv_kernel_dim - 1) * c.conv_channels(), c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim)
     }
 }
 
@@ -98,8 +101,17 @@ impl ModelCache {
     }
 
     /// Whether this cache has the layers and sizes of a model of `config`.
+    /// Checked on every forward, so it compares sizes instead of building a fresh cache (whose
+    /// recurrent states alone are 189 MB for the 397B).
     pub fn fits(&self, config: &Qwen35MoeConfig) -> bool {
-        self.has_layout_of(&ModelCache::new(config))
+        let kv_width = config.num_key_value_heads * config.head_dim;
+        let (conv, recurrent) = GdnState::sizes(config);
+        self.layers.len() == config.layer_types.len()
+            && self.layers.iter().zip(&config.layer_types).all(|pair| match pair {
+                (LayerCache::Attention(a), LayerType::FullAttention) => a.kv_width == kv_width,
+                (LayerCache::LinearAttention(g), LayerType::LinearAttention) => g.conv.len() == conv && g.recurrent.len() == recurrent,
+                _ => false,
+            })
     }
 
     /// Whether this cache has the layer kinds and sizes of `empty` (a fresh cache of the model).

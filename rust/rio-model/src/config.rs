@@ -62,6 +62,21 @@ fn interval_layer_types(layers: usize, interval: usize) -> Vec<LayerType> {
 }
 
 /// Reads fields of one JSON object, naming them (with their parent path) in errors.
+/// The text of a JSON file and its path as errors show it.
+fn read_text(path: &Path) -> Result<(String, String)> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+    Ok((text, shown))
+}
+
+/// The top-level object of a JSON document; `path` names it in errors.
+fn parse_object(json: &str, path: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))? {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(Error::config(path, "expected a JSON object at the top level")),
+    }
+}
+
 struct Fields<'a> {
     path: &'a str,
     parent: &'a str,
@@ -134,15 +149,13 @@ impl Qwen35MoeConfig {
     /// Reads `config.json` in a checkpoint folder.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join("config.json");
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        let (text, shown) = read_text(&path)?;
         Self::parse(&text, &shown)
     }
 
     /// Parses the text of a `config.json`; `path` names it in errors.
     pub fn parse(json: &str, path: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
-        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let root = &parse_object(json, path)?;
         let top = Fields { path, parent: "", obj: root };
         let model_type = top.str_or("model_type", "")?;
         let (text, parent) = match model_type {
@@ -311,14 +324,12 @@ impl Architecture {
     /// Reads `model_type` from `config.json` in a checkpoint folder.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join("config.json");
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        let (text, shown) = read_text(&path)?;
         Self::parse(&text, &shown)
     }
 
     pub fn parse(json: &str, path: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
-        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let root = &parse_object(json, path)?;
         let top = Fields { path, parent: "", obj: root };
         match top.str_or("model_type", "")? {
             "qwen3_5_moe" | "qwen3_5_moe_text" => Ok(Architecture::Qwen35Moe),
@@ -359,14 +370,12 @@ pub struct Qwen3MoeConfig {
 impl Qwen3MoeConfig {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().join("config.json");
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        let (text, shown) = read_text(&path)?;
         Self::parse(&text, &shown)
     }
 
     pub fn parse(json: &str, path: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
-        let root = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let root = &parse_object(json, path)?;
         let f = Fields { path, parent: "", obj: root };
         let model_type = f.str_or("model_type", "")?;
         if model_type != "qwen3_moe" {
@@ -483,14 +492,12 @@ impl GenerationConfig {
         if !path.exists() {
             return Ok(GenerationConfig::default());
         }
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::config(&shown, format!("cannot read: {e}")))?;
+        let (text, shown) = read_text(&path)?;
         Self::parse(&text, &shown)
     }
 
     pub fn parse(json: &str, path: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(json).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
-        let obj = root.as_object().ok_or_else(|| Error::config(path, "expected a JSON object at the top level"))?;
+        let obj = &parse_object(json, path)?;
         let f = Fields { path, parent: "", obj };
         let one_id = |key: &str| -> Result<Option<u32>> {
             match f.token_ids(key)?.as_slice() {

@@ -10,16 +10,9 @@ use rio_cpu::CpuBackend;
 
 use crate::cache::{GdnState, KvCache, LayerCache, ModelCache};
 use crate::config::{GenerationConfig, LayerType, Qwen35MoeConfig};
-use crate::layers::{load_f32, Linear};
+pub use crate::layers::Input;
+use crate::layers::{eos_token_ids, load_f32, Linear, LmEnds};
 use crate::Checkpoint;
-
-/// What a forward step consumes: token ids, or input embeddings `[T, H]` (soft embeddings
-/// included) used in place of the embedding lookup (section 1, 10).
-#[derive(Clone, Copy, Debug)]
-pub enum Input<'a> {
-    Tokens(&'a [u32]),
-    Embeddings(&'a [f32]),
-}
 
 /// Gated full attention (section 2).
 #[derive(Debug)]
@@ -310,10 +303,8 @@ impl DecoderLayer {
 pub struct Qwen35Moe {
     config: Qwen35MoeConfig,
     generation: GenerationConfig,
-    embed_tokens: Vec<f32>,
+    ends: LmEnds,
     layers: Vec<DecoderLayer>,
-    norm: Vec<f32>,
-    lm_head: Linear,
 }
 
 impl Qwen35Moe {
@@ -330,15 +321,9 @@ impl Qwen35Moe {
     }
 
     pub fn load(ck: &Checkpoint, config: Qwen35MoeConfig, generation: GenerationConfig) -> Result<Self> {
-        let (v, h) = (config.vocab_size, config.hidden_size);
-        let embed_tokens = load_f32(ck, "embed_tokens.weight", &[v, h])?;
-        let lm_head = if config.tie_word_embeddings && ck.get("lm_head.weight").is_none() {
-            Linear::from_weight(embed_tokens.clone(), v, h)
-        } else {
-            Linear::load(ck, "lm_head.weight", v, h)?
-        };
+        let ends = LmEnds::load(ck, config.vocab_size, config.hidden_size, config.tie_word_embeddings)?;
         let layers = (0..config.num_hidden_layers).map(|l| DecoderLayer::load(ck, l, &config)).collect::<Result<Vec<_>>>()?;
-        Ok(Qwen35Moe { norm: load_f32(ck, "norm.weight", &[h])?, embed_tokens, layers, lm_head, config, generation })
+        Ok(Qwen35Moe { ends, layers, config, generation })
     }
 
     pub fn config(&self) -> &Qwen35MoeConfig {
@@ -351,9 +336,7 @@ impl Qwen35Moe {
 
     /// The tokens that end a generation: `generation_config.json`'s, then `config.json`'s.
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        let mut ids = self.generation.eos_token_ids.clone();
-        ids.extend(self.config.eos_token_ids.iter().filter(|id| !self.generation.eos_token_ids.contains(id)));
-        ids
+        eos_token_ids(&self.generation, &self.config.eos_token_ids)
     }
 
     /// A fresh per-sequence cache for this model.
@@ -363,52 +346,22 @@ impl Qwen35Moe {
 
     /// The embedding rows of `tokens`, `[T, H]`.
     pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let h = self.config.hidden_size;
-        let mut out = Vec::with_capacity(tokens.len() * h);
-        for (i, &tok) in tokens.iter().enumerate() {
-            let row = tok as usize;
-            if row >= self.config.vocab_size {
-                return Err(Error::value(
-                    "ids",
-                    format!("token id {tok} at index {i} is outside the vocabulary of {}", self.config.vocab_size),
-                ));
-            }
-            out.extend_from_slice(&self.embed_tokens[row * h..(row + 1) * h]);
-        }
-        Ok(out)
+        self.ends.embed(tokens)
     }
 
     /// Runs T new tokens (or embeddings) through the model after what `cache` has seen, and
     /// returns the logits `[n, V]` of the last `n = logits_to_keep` new positions (all T for 0,
     /// as transformers' `logits_to_keep`); lm_head runs only for those (section 8).
     pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
-        let h = self.config.hidden_size;
-        let mut x = match input {
-            Input::Tokens(tokens) => self.embed(tokens)?,
-            Input::Embeddings(e) => {
-                if e.len() % h != 0 {
-                    return Err(Error::value("input_embeds", format!("{} values do not form rows of hidden_size {h}", e.len())));
-                }
-                if let Some(i) = e.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::value("input_embeds", format!("element {i} is {} (NaN or infinite)", e[i])));
-                }
-                e.to_vec()
-            }
-        };
-        let t = x.len() / h;
-        if t == 0 {
-            return Err(Error::value("ids", "needs at least one token"));
-        }
+        let mut x = self.ends.input_rows(input)?;
         if !cache.fits(&self.config) {
             return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
         }
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
             layer.forward(&mut x, lc)?;
         }
-        cache.advance(t);
-        let keep = if logits_to_keep == 0 { t } else { logits_to_keep.min(t) };
-        let last = &mut x[(t - keep) * h..];
-        norm::rms_norm_1p_inplace(last, &self.norm, self.config.rms_norm_eps as f32);
-        Ok(self.lm_head.forward(last))
+        cache.advance(x.len() / self.config.hidden_size);
+        let eps = self.config.rms_norm_eps as f32;
+        Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| norm::rms_norm_1p_inplace(rows, w, eps)))
     }
 }
