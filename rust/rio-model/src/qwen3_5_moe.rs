@@ -365,3 +365,36 @@ impl Qwen35Moe {
         Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| norm::rms_norm_1p_inplace(rows, w, eps)))
     }
 }
+
+impl crate::CausalLm for Qwen35Moe {
+    fn model_type(&self) -> &'static str {
+        "qwen3_5_moe"
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn num_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        Qwen35Moe::eos_token_ids(self)
+    }
+    fn generation_config(&self) -> &GenerationConfig {
+        &self.generation
+    }
+    fn new_cache(&self) -> ModelCache {
+        Qwen35Moe::new_cache(self)
+    }
+    fn embedding_table(&self) -> TensorRef<'_> {
+        self.ends.table()
+    }
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.ends.embed(tokens)
+    }
+    fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
+        Qwen35Moe::forward(self, input, cache, logits_to_keep)
+    }
+}

@@ -12,9 +12,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use rio_core::DType;
 use rio_model::cache::ModelCache;
-use rio_model::config::Architecture;
-use rio_model::qwen3_5_moe::{Input, Qwen35Moe};
-use rio_model::qwen3_moe::Qwen3Moe;
+use rio_model::layers::Input;
+use rio_model::AnyModel;
 
 use crate::arrays::{borrow, ArrayKind};
 use crate::dlpack::NativeTensor;
@@ -28,68 +27,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// A loaded text model (f32 weights) of one of the supported architectures.
 #[pyclass(module = "rio_rt._rio_rt", frozen)]
-struct Model {
-    inner: Arc<AnyModel>,
-}
-
-#[derive(Debug)]
-enum AnyModel {
-    Qwen35Moe(Qwen35Moe),
-    Qwen3Moe(Qwen3Moe),
-}
-
-impl AnyModel {
-    fn load(path: &PathBuf) -> rio_core::Result<AnyModel> {
-        if !path.is_dir() {
-            return Err(rio_core::Error::checkpoint(path.display().to_string(), "no such checkpoint folder"));
-        }
-        Ok(match Architecture::from_dir(path)? {
-            Architecture::Qwen35Moe => AnyModel::Qwen35Moe(Qwen35Moe::from_dir(path)?),
-            Architecture::Qwen3Moe => AnyModel::Qwen3Moe(Qwen3Moe::from_dir(path)?),
-        })
-    }
-
-    /// (vocab_size, hidden_size, num_hidden_layers)
-    fn sizes(&self) -> (usize, usize, usize) {
-        match self {
-            AnyModel::Qwen35Moe(m) => (m.config().vocab_size, m.config().hidden_size, m.config().num_hidden_layers),
-            AnyModel::Qwen3Moe(m) => (m.config().vocab_size, m.config().hidden_size, m.config().num_hidden_layers),
-        }
-    }
-
-    fn model_type(&self) -> &'static str {
-        match self {
-            AnyModel::Qwen35Moe(_) => "qwen3_5_moe",
-            AnyModel::Qwen3Moe(_) => "qwen3_moe",
-        }
-    }
-
-    fn eos_token_ids(&self) -> Vec<u32> {
-        match self {
-            AnyModel::Qwen35Moe(m) => m.eos_token_ids(),
-            AnyModel::Qwen3Moe(m) => m.eos_token_ids(),
-        }
-    }
-
-    fn new_cache(&self) -> ModelCache {
-        match self {
-            AnyModel::Qwen35Moe(m) => m.new_cache(),
-            AnyModel::Qwen3Moe(m) => m.new_cache(),
-        }
-    }
-
-    fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> rio_core::Result<Vec<f32>> {
-        match self {
-            AnyModel::Qwen35Moe(m) => m.forward(input, cache, logits_to_keep),
-            AnyModel::Qwen3Moe(m) => m.forward(input, cache, logits_to_keep),
-        }
-    }
+pub(crate) struct Model {
+    pub(crate) inner: Arc<AnyModel>,
 }
 
 /// The decoding state of one sequence (KV caches, Gated DeltaNet states).
 #[pyclass(module = "rio_rt._rio_rt", name = "ModelCache")]
-struct Cache {
-    inner: ModelCache,
+pub(crate) struct Cache {
+    pub(crate) inner: ModelCache,
 }
 
 #[pymethods]
@@ -120,37 +65,37 @@ impl Rows {
 impl Model {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-        let model = py.detach(|| AnyModel::load(&path)).map_err(to_py)?;
+        let model = py.detach(|| AnyModel::from_dir(&path)).map_err(to_py)?;
         Ok(Model { inner: Arc::new(model) })
     }
 
     #[getter]
     fn vocab_size(&self) -> usize {
-        self.inner.sizes().0
+        self.inner.as_lm().vocab_size()
     }
 
     #[getter]
     fn hidden_size(&self) -> usize {
-        self.inner.sizes().1
+        self.inner.as_lm().hidden_size()
     }
 
     #[getter]
     fn num_layers(&self) -> usize {
-        self.inner.sizes().2
+        self.inner.as_lm().num_layers()
     }
 
     #[getter]
     fn model_type(&self) -> &'static str {
-        self.inner.model_type()
+        self.inner.as_lm().model_type()
     }
 
     #[getter]
     fn eos_token_ids(&self) -> Vec<u32> {
-        self.inner.eos_token_ids()
+        self.inner.as_lm().eos_token_ids()
     }
 
     fn new_cache(&self) -> Cache {
-        Cache { inner: self.inner.new_cache() }
+        Cache { inner: self.inner.as_lm().new_cache() }
     }
 
     #[pyo3(signature = (ids=None, *, input_embeds=None, cache=None, logits_to_keep=0))]
@@ -162,7 +107,7 @@ impl Model {
         cache: Option<Bound<'py, Cache>>,
         logits_to_keep: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (v, h, _) = self.inner.sizes();
+        let (v, h) = (self.inner.as_lm().vocab_size(), self.inner.as_lm().hidden_size());
         let (kind, batch, rows) = match (&ids, &input_embeds) {
             (Some(ids), None) => {
                 let t = borrow(ids, "ids", &[DType::I32, DType::I64])?;
@@ -201,6 +146,7 @@ impl Model {
             return Err(PyValueError::new_err("forward: needs at least one token per sequence"));
         }
         let model = self.inner.clone();
+        let model = model.as_lm();
         let logits = match (batch, cache) {
             (None, Some(cache)) => {
                 let mut c = cache.try_borrow_mut().map_err(|_| PyValueError::new_err("cache: already in use by another forward call"))?;

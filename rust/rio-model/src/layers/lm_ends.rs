@@ -1,6 +1,6 @@
 //! What every causal LM puts around its decoder layers (spec section 1): the token embedding at
 //! the input, the final norm and lm_head at the output, and the stop tokens.
-use rio_core::{Error, Result};
+use rio_core::{Error, Result, TensorRef};
 
 use super::{load_f32, Linear};
 use crate::config::GenerationConfig;
@@ -35,6 +35,11 @@ impl LmEnds {
             Linear::load(ck, "lm_head.weight", v, h)?
         };
         Ok(LmEnds { vocab_size, hidden_size, norm: load_f32(ck, "norm.weight", &[h])?, embed_tokens, lm_head })
+    }
+
+    /// The embedding matrix `[V, H]`.
+    pub fn table(&self) -> TensorRef<'_> {
+        TensorRef::from_slice(&self.embed_tokens, &[self.vocab_size, self.hidden_size]).expect("embed_tokens holds V·H values")
     }
 
     /// The embedding rows of `tokens`, `[T, H]`.
