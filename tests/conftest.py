@@ -22,3 +22,21 @@ def isa(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen35(tmp_path_factory):
+    """(folder, transformers fp32 model) of a tiny random text-only Qwen3.5-MoE checkpoint."""
+    pytest.importorskip("transformers")
+    from tiny_models import build_qwen35
+    folder = tmp_path_factory.mktemp("tiny_qwen35")
+    return folder, build_qwen35(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3moe(tmp_path_factory):
+    """(folder, transformers fp32 model) of a tiny random Qwen3-MoE checkpoint."""
+    pytest.importorskip("transformers")
+    from tiny_models import build_qwen3moe
+    folder = tmp_path_factory.mktemp("tiny_qwen3moe")
+    return folder, build_qwen3moe(folder)
