@@ -66,7 +66,8 @@ def checkpoints(tmp_path_factory):
     text.save_pretrained(d)
     out["text"] = (d, text)
     out["fused"] = (_fused_copy(out["text"][0], tmp_path_factory.mktemp("qwen35_fused")), text)
-    # A bf16 checkpoint, which rio_rt upcasts at load, against transformers fp32 on the same weights.
+    # A bf16 checkpoint computed in float32 (dtype="float32": the kernels widen the bf16 weights),
+    # against transformers fp32 on the same weights.
     d = tmp_path_factory.mktemp("qwen35_bf16")
     copy.deepcopy(text).to(torch.bfloat16).save_pretrained(d)
     out["bf16"] = (d, Qwen3_5MoeForCausalLM.from_pretrained(d, dtype=torch.float32).eval())
@@ -102,7 +103,7 @@ def _fused_copy(src, dst):
 
 @pytest.fixture(scope="session")
 def loaded(checkpoints):
-    return {k: rio_rt.Model.from_pretrained(d) for k, (d, _) in checkpoints.items()}
+    return {k: rio_rt.Model.from_pretrained(d, dtype="float32") for k, (d, _) in checkpoints.items()}
 
 
 def _ids(n: int, seed: int = 0) -> np.ndarray:

@@ -141,9 +141,14 @@ class ModelCache:
     def position(self) -> int: ...
 
 class Model:
-    """A Qwen3.5-MoE text model with f32 weights (bf16/f16 checkpoints upcast at load)."""
+    """A Qwen3.5-MoE or Qwen3-MoE text model, weights read in place from the mapped checkpoint."""
     @staticmethod
-    def load(path: str) -> "Model": ...
+    def load(path: str, dtype: str = "auto") -> "Model": ...
+    @property
+    def dtype(self) -> str:
+        """``"bfloat16"`` or ``"float32"``: the dtype the forward computes in."""
+    def rope(self) -> tuple[list[float], float]:
+        """``(inv_freq, attention_scaling)`` of the attention layers' RoPE (YaRN included)."""
     @property
     def vocab_size(self) -> int: ...
     @property
@@ -156,3 +161,129 @@ class Model:
     def forward(self, ids: Array | None = None, *, input_embeds: Array | None = None, cache: ModelCache | None = None,
                 logits_to_keep: int = 0) -> Array:
         """Logits `(T, V)` / `(B, T, V)` float32 of ids `(T,)` / `(B, T)` or input_embeds `(T, H)` / `(B, T, H)`."""
+
+# ---- generation (generate.rs) ----------------------------------------------------------------
+
+class _NativeResult(TypedDict):
+    token_ids: list[int]
+    logprobs: list[float]
+    top_logprobs: list[list[Tuple[int, float]]]
+    finish_reason: str
+    text: str | None
+    trace: dict[str, list[Any]] | None
+
+class _GenerationDefaults(TypedDict):
+    do_sample: bool | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    min_p: float | None
+    repetition_penalty: float | None
+
+def generate(
+    model: Model,
+    prompts: Sequence[Sequence[int]],
+    params: Sequence[dict[str, Any]],
+    *,
+    decode: Any = None,
+    reasoning: Any = None,
+    trace: bool = False,
+    observer: Any = None,
+) -> list[_NativeResult]:
+    """The Rust decode loop over a batch (GIL released except inside ``decode``/``observer``).
+    ``params[i]`` holds every ``rio_rt.SamplingParams`` field; ``observer(events)`` gets per step
+    a list of ``(request, step, token_id, logprob, text_delta, finish_reason, mode, trace_row)``
+    and may return ``[(request, "stop" | "switch"), ...]``."""
+
+def generation_defaults(model: Model) -> _GenerationDefaults:
+    """The sampling values in the checkpoint's generation_config.json (None where absent)."""
+
+# --- CUDA backend (rust/rio-py/src/cuda.rs; wrapped by rio_rt.cuda) ---
+
+def cuda_status() -> dict[str, Any]:
+    """``{"available", "reason", "nvcc", "kernel_modules", "driver_version", "devices", "cublas"}``;
+    never raises where there is no GPU."""
+
+def cuda_kernel_images() -> dict[str, dict[str, bytes]]:
+    """``{module: {"ptx_80", "ptx_90", "cubin_80", "cubin_90"}}`` embedded at build time."""
+
+def cuda_moe_route(x: Any, router_weight: Any, top_k: int, renormalize: bool, stream: int) -> tuple[list[int], list[float]]:
+    """Router on CUDA tensors: flat ``(experts, weights)``, ``top_k`` per token."""
+
+def cuda_moe_dispatch(experts: Sequence[int], top_k: int, num_experts: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Dispatch on the GPU: ``(counts, offsets, order, position)``."""
+
+def cuda_grouped_gemm(x: Any, weights: Any, offsets: Sequence[int], out: Any, stream: int) -> None:
+    """``out[rows of e] = x[rows of e] · weights[e]ᵀ`` on CUDA tensors."""
+
+def cuda_moe_forward(
+    x: Any,
+    router_weight: Any,
+    gate_up_proj: Any,
+    down_proj: Any,
+    top_k: int,
+    renormalize: bool,
+    out: Any,
+    stream: int,
+    shared_gate_proj: Any = None,
+    shared_up_proj: Any = None,
+    shared_down_proj: Any = None,
+    shared_expert_gate: Any = None,
+) -> None:
+    """The sparse MoE block on CUDA tensors (fused layout), written into ``out``."""
+
+# ---- tokenizer and chat template (tokenizer.rs), checkpoint info (info.rs) ----------------------
+
+class IncrementalDecoder:
+    """Streams a growing id sequence's text as deltas that never split a character."""
+    def push(self, id: int) -> str:
+        """The text ``id`` completes ("" while a character is unfinished)."""
+    def finish(self) -> str:
+        """The text held back at the end; call once after the last push."""
+
+class Tokenizer:
+    """A checkpoint's tokenizer.json (HF tokenizers), special tokens and chat template (minijinja)."""
+    @staticmethod
+    def from_dir(path: str) -> Tokenizer | None: ...
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+    def decoder(self, skip_special_tokens: bool = False) -> IncrementalDecoder: ...
+    def token_to_id(self, token: str) -> int | None: ...
+    def id_to_token(self, id: int) -> str | None: ...
+    def is_special(self, id: int) -> bool: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def bos_token(self) -> str | None: ...
+    @property
+    def eos_token(self) -> str | None: ...
+    @property
+    def pad_token(self) -> str | None: ...
+    @property
+    def unk_token(self) -> str | None: ...
+    @property
+    def bos_token_id(self) -> int | None: ...
+    @property
+    def eos_token_id(self) -> int | None: ...
+    @property
+    def pad_token_id(self) -> int | None: ...
+    @property
+    def unk_token_id(self) -> int | None: ...
+    @property
+    def think_token_id(self) -> int | None: ...
+    @property
+    def end_think_token_id(self) -> int | None: ...
+    @property
+    def chat_template(self) -> str | None: ...
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False,
+                            enable_thinking: bool | None = None, **kwargs: Any) -> str: ...
+    def __len__(self) -> int: ...
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 2,
+                        added_tokens: list[tuple[str, bool]] = ...) -> str:
+    """Trains a Qwen-style byte-level BPE tokenizer; returns its tokenizer.json text."""
+
+def checkpoint_info(path: str) -> dict[str, Any]:
+    """Config and safetensors-header summary of a checkpoint folder (see rio_rt.info.CheckpointInfo)."""

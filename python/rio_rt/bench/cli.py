@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from pathlib import Path
 
 from rio_rt.bench.shapes import DTYPE_BYTES, NAMED_SHAPES, MoeShape
 
@@ -15,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=lambda args: p.print_help())
     benches = p.add_subparsers(dest="bench")
     _add_experts(benches)
+    _add_decode(benches)
 
 
 def _int_list(text: str) -> list[int]:
@@ -147,5 +150,108 @@ def run_experts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         print(format_table(doc))
     if args.plot:
         plot.save_plot(doc, args.plot)
+        print(f"plot saved to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _system_list(text: str) -> list[str]:
+    from rio_rt.bench.decode import SYSTEM_ALIASES
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SYSTEM_ALIASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of rio, transformers, llama.cpp; got {text!r}")
+    return list(dict.fromkeys(SYSTEM_ALIASES[n] for n in names))
+
+
+def _add_decode(benches: argparse._SubParsersAction) -> None:
+    from rio_rt.bench.checkpoint import DEFAULT_SHAPE, SHAPES
+
+    p = benches.add_parser(
+        "decode",
+        help="a whole model: prefill and decode tokens/s in rio vs transformers vs llama.cpp, against this machine's peaks",
+        description="Times prefill (each prompt length) and batch-1 decode of one checkpoint in rio_rt, transformers "
+        "(bf16) and llama.cpp (llama-bench on a bf16 GGUF of the same weights), interleaved over --repeats rounds "
+        "with the read bandwidth and bf16 GEMM peak measured in every round. Without --model, builds (once, cached) "
+        "the benchmark checkpoint: random bf16 weights with the Qwen3.5-35B-A3B layer shapes, 4 layers, 32k vocab. "
+        "llama.cpp needs benches/llama_cpp/build.sh (or --llama-bench and --gguf); unavailable systems are skipped "
+        "with the reason.",
+    )
+    p.add_argument("--model", type=Path, help="checkpoint folder (default: the benchmark checkpoint, built under --cache-dir)")
+    p.add_argument("--cache-dir", type=Path, default=Path("bench-results/checkpoints"), help="where the benchmark checkpoint is built (default bench-results/checkpoints)")
+    p.add_argument("--shape", choices=list(SHAPES), default=DEFAULT_SHAPE, help=f"benchmark checkpoint shape, without --model (default {DEFAULT_SHAPE})")
+    p.add_argument("--threads", type=_positive_int, help="threads for every system (default: one per core)")
+    p.add_argument("--prompt-lengths", type=_int_list, default=[64, 512], help="prefill prompt lengths (default 64,512)")
+    p.add_argument("--decode-tokens", type=_positive_int, default=64, help="tokens decoded one at a time per measurement (default 64)")
+    p.add_argument("--decode-depth", type=_positive_int, help="prompt tokens prefilled before decoding (default: the first prompt length)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="rounds over all systems (default 3); rows report the median")
+    p.add_argument("--systems", type=_system_list, default=["rio_rt", "transformers", "llama.cpp"], help="comma-separated: rio,transformers,llama.cpp (default all)")
+    p.add_argument("--llama-cpp-dir", type=Path, default=Path("bench-results/llama.cpp"), help="benches/llama_cpp/build.sh's output (default bench-results/llama.cpp)")
+    p.add_argument("--llama-bench", type=Path, help="llama-bench binary (default: LLAMA_CPP_DIR/bin/llama-bench, else on PATH)")
+    p.add_argument("--gguf", type=Path, help="bf16 GGUF of the same checkpoint (default MODEL/gguf/model-bf16.gguf, converted once)")
+    p.add_argument("--peak-bytes", type=_positive_int, help="read-bandwidth buffer size (default: 2 GiB or 4x the last-level cache)")
+    p.add_argument("--peak-seconds", type=_positive_float, default=1.0, help="time for each peak measurement (default 1)")
+    p.add_argument("--gemm-size", type=_positive_int, default=2048, help="n of the n^3 bf16 GEMM peak problem (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts (and of the benchmark checkpoint's weights)")
+    p.add_argument("--json", action="store_true", help="print the result document as JSON instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the tokens/s per system (needs matplotlib)")
+    p.set_defaults(run=lambda args: run_decode(args, p))
+
+
+def run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rio_rt.bench import checkpoint, decode, memory, plot
+    from rio_rt.bench.progress import Progress
+
+    if args.plot and not plot.matplotlib_available():
+        parser.error("--plot: needs matplotlib, which is not installed (pip install matplotlib)")
+    model = args.model
+    if model is None:
+        shape = checkpoint.SHAPES[args.shape]
+        need = checkpoint.checkpoint_bytes(shape)
+        free = shutil.disk_usage(args.cache_dir if args.cache_dir.exists() else Path.cwd()).free
+        folder = args.cache_dir / checkpoint.checkpoint_dir_name(shape, args.seed)
+        if not (folder / "model.safetensors").is_file() and need > free:
+            parser.error(f"--cache-dir {args.cache_dir}: the benchmark checkpoint needs {need / 1e9:.1f} GB, {free / 1e9:.1f} GB is free")
+        bar = Progress(100, sys.stderr)
+        last = [-1]
+
+        def on_progress(done: int, total: int) -> None:
+            pct = 100 * done // total
+            if pct != last[0]:
+                bar.done = pct
+                bar.step(f"building the benchmark checkpoint ({total / 1e9:.2f} GB, once): {folder}")
+                last[0] = pct
+
+        model = checkpoint.ensure_checkpoint(args.cache_dir, args.shape, args.seed, on_progress)
+        bar.close()
+    elif not (model / "config.json").is_file():
+        parser.error(f"--model {model}: no config.json there")
+    cfg = decode.DecodeBenchConfig(
+        model=model,
+        threads=args.threads,
+        prompt_lengths=args.prompt_lengths,
+        decode_tokens=args.decode_tokens,
+        decode_depth=args.decode_depth,
+        repeats=args.repeats,
+        systems=args.systems,
+        gguf=args.gguf,
+        llama_cpp_dir=args.llama_cpp_dir,
+        llama_bench=args.llama_bench,
+        read_buffer_bytes=args.peak_bytes or memory.default_read_buffer_bytes(),
+        peak_seconds=args.peak_seconds,
+        gemm_size=args.gemm_size,
+        seed=args.seed,
+    )
+    try:
+        doc = decode.run(cfg)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"rio-rt bench decode: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(decode.format_table(doc))
+    if args.plot:
+        decode.save_plot(doc, args.plot)
         print(f"plot saved to {args.plot}", file=sys.stderr)
     return 0

@@ -2,10 +2,15 @@
 //! machine's read bandwidth and dense bf16 GEMM rate, to guide kernel tuning.
 //!
 //! `cargo run --release -p rio-cpu --example moe_layer -- [--experts 256] [--top-k 8]
-//!  [--hidden 2048] [--inter 512] [--decode 1,8,64] [--prefill 512,2048] [--reps 5]`
+//!  [--hidden 2048] [--inter 512] [--shared 512] [--decode 1,8,64] [--prefill 512,2048] [--gemv 1,8]
+//!  [--reps 5] [--skip-peaks]`
+//!
+//! Caches are flushed (a 1 GiB read) before every timed call, so weights come from memory as
+//! in a model whose other layers ran in between. Bytes read count the active experts, the router
+//! and the shared expert, as `rio-rt bench experts` does.
 use std::time::Instant;
 
-use rio_core::moe::{MoeWeights, RouterConfig};
+use rio_core::moe::{ExpertMats, MoeWeights, RouterConfig, SharedExpert};
 use rio_core::{bf16, Tensor, TensorRef};
 use rio_cpu::{features, moe, peak, threads};
 
@@ -14,7 +19,11 @@ struct Args {
     top_k: usize,
     hidden: usize,
     inter: usize,
+    /// Intermediate size of the shared expert (0: none).
+    shared: usize,
     decode: Vec<usize>,
+    /// Token counts for the dense GEMV probe (`matmul_nt` against a 32k x H lm_head).
+    gemv: Vec<usize>,
     prefill: Vec<usize>,
     reps: usize,
     /// Skip the machine measurements (for profiling the layer alone).
@@ -27,7 +36,9 @@ fn parse() -> Args {
         top_k: 8,
         hidden: 2048,
         inter: 512,
+        shared: 512,
         decode: vec![1, 8, 64],
+        gemv: vec![1, 8],
         prefill: vec![512, 2048],
         reps: 5,
         skip_peaks: false,
@@ -48,7 +59,9 @@ fn parse() -> Args {
             "--top-k" => a.top_k = num(),
             "--hidden" => a.hidden = num(),
             "--inter" => a.inter = num(),
+            "--shared" => a.shared = num(),
             "--decode" => a.decode = list(value),
+            "--gemv" => a.gemv = list(value),
             "--prefill" => a.prefill = list(value),
             "--reps" => a.reps = num().max(1),
             other => panic!("unknown argument {other}"),
@@ -102,10 +115,33 @@ fn dense_gemm(n: usize, reps: usize) {
     );
 }
 
+/// `gemm::matmul_nt` of `tokens` rows against a 32k x `hidden` bf16 matrix (an lm_head): best
+/// time of `reps` cold calls, as a share of the read bandwidth.
+fn dense_gemv(tokens: usize, hidden: usize, reps: usize, flush: &peak::StreamBuffer, read_gb_s: f64) {
+    const VOCAB: usize = 32 * 1024;
+    let w = random_bf16(VOCAB * hidden, 9, 1.0);
+    let x = random_bf16(tokens * hidden, 10, 1.0);
+    let mut out = vec![0f32; tokens * VOCAB];
+    let (xm, wm) = (rio_cpu::gemm::MatRef::from_slice(&x, tokens, hidden), rio_cpu::gemm::MatRef::from_slice(&w, VOCAB, hidden));
+    let mut best = f64::INFINITY;
+    for _ in 0..reps + 1 {
+        std::hint::black_box(flush.read_all());
+        let start = Instant::now();
+        rio_cpu::gemm::matmul_nt(xm, wm, &mut out, VOCAB);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let gb_s = (VOCAB * hidden * 2) as f64 / best / 1e9;
+    println!(
+        "matmul_nt {tokens:2} x {VOCAB} x {hidden} bf16 (GEMV): {:.3} ms, {gb_s:.1} GB/s ({:.1}% of read)",
+        best * 1e3,
+        100.0 * gb_s / read_gb_s
+    );
+}
+
 fn main() {
     let a = parse();
     let (e, h, i, k) = (a.experts, a.hidden, a.inter, a.top_k);
-    println!("isa {}, {} threads; layer E={e} top-{k} H={h} I={i} bf16", features::active_isa().name(), threads::num_threads());
+    println!("isa {}, {} threads; layer E={e} top-{k} H={h} I={i} shared {} bf16", features::active_isa().name(), threads::num_threads(), a.shared);
     let (read_gb_s, gemm_gflops) = if a.skip_peaks {
         (f64::NAN, f64::NAN)
     } else {
@@ -113,15 +149,29 @@ fn main() {
     };
     println!("read bandwidth {read_gb_s:.1} GB/s; dense bf16 GEMM 2048^3 {gemm_gflops:.0} GFLOP/s");
     dense_gemm(2048, a.reps);
+    let flush = peak::StreamBuffer::new(1 << 30).expect("a 1 GiB flush buffer");
+    for &tokens in &a.gemv {
+        dense_gemv(tokens, h, a.reps, &flush, read_gb_s);
+    }
 
     let router = random_bf16(e * h, 1, 1.0);
     let gate_up = random_bf16(e * 2 * i * h, 2, 0.05);
     let down = random_bf16(e * h * i, 3, 0.05);
     let t = |d: &'static [bf16], s: &[usize]| TensorRef::from_slice(d, s).unwrap();
     let (router, gate_up, down) = (router.leak() as &[bf16], gate_up.leak() as &[bf16], down.leak() as &[bf16]);
-    let weights = MoeWeights::fused(t(router, &[e, h]), t(gate_up, &[e, 2 * i, h]), t(down, &[e, h, i]), None).unwrap();
+    let shared = (a.shared > 0).then(|| {
+        let s = a.shared;
+        let leak = |len, seed, scale| random_bf16(len, seed, scale).leak() as &[bf16];
+        SharedExpert {
+            mats: ExpertMats { gate: t(leak(s * h, 4, 0.05), &[s, h]), up: t(leak(s * h, 5, 0.05), &[s, h]), down: t(leak(h * s, 6, 0.05), &[h, s]) },
+            gate_weight: Some(t(leak(h, 11, 0.05), &[1, h])),
+        }
+    });
+    let weights = MoeWeights::fused(t(router, &[e, h]), t(gate_up, &[e, 2 * i, h]), t(down, &[e, h, i]), shared).unwrap();
     let config = RouterConfig { top_k: k, renormalize: true };
     let expert_bytes = 3 * i * h * 2;
+    let always_bytes = (e * h + 3 * a.shared * h + if a.shared > 0 { h } else { 0 }) * 2;
+    let per_token_flop = 2 * (k * 3 * i * h + e * h + 3 * a.shared * h);
 
     for (phase, list) in [("decode", &a.decode), ("prefill", &a.prefill)] {
         for &tokens in list {
@@ -135,6 +185,7 @@ fn main() {
                 let mut used = vec![false; e];
                 routing.experts.iter().for_each(|&x| used[x as usize] = true);
                 let mut out = Tensor::zeros(rio_core::DType::BF16, &[tokens, h]);
+                std::hint::black_box(flush.read_all());
                 let (start, cpu_start) = (Instant::now(), cpu_ns());
                 moe::forward(&xt, &weights, config, &mut out.view_mut()).unwrap();
                 let dt = start.elapsed().as_secs_f64();
@@ -143,7 +194,7 @@ fn main() {
                     // the first call warms the pool and the allocator
                     times.push(dt);
                     cpu.push(cpu_dt);
-                    bytes += used.iter().filter(|&&u| u).count() * expert_bytes;
+                    bytes += used.iter().filter(|&&u| u).count() * expert_bytes + always_bytes;
                 }
             }
             times.sort_by(f64::total_cmp);
@@ -152,7 +203,7 @@ fn main() {
             let best = times[0];
             let mean_bytes = bytes as f64 / a.reps as f64;
             let gb_s = mean_bytes / best / 1e9;
-            let gflops = 2.0 * (tokens * k * 3 * i * h) as f64 / best / 1e9;
+            let gflops = (tokens * per_token_flop) as f64 / best / 1e9;
             println!(
                 "{phase:7} {tokens:5} tokens: {:8.3} ms (cpu {:8.3} ms)  {gb_s:6.1} GB/s ({:5.1}% of read)  {gflops:7.1} GFLOP/s ({:5.1}% of GEMM)",
                 best * 1e3,

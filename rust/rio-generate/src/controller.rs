@@ -100,3 +100,14 @@ pub trait Controller: Send {
         }
     }
 }
+
+/// Plain decoding: sample with the sequence's [`Sampler`] and feed the token back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Explicit;
+
+impl Controller for Explicit {
+    fn step(&mut self, cx: StepContext<'_>) -> Result<Decision> {
+        let sampled = cx.sampler.sample(cx.logits);
+        Ok(Decision { token: sampled.token, logprob: sampled.logprob, next: NextInput::Token(sampled.token), finish: None, trace: None })
+    }
+}

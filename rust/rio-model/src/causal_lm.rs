@@ -6,7 +6,7 @@ use rio_core::{Error, Result, TensorRef};
 
 use crate::cache::ModelCache;
 use crate::config::{Architecture, GenerationConfig};
-use crate::layers::Input;
+use crate::layers::{Input, Precision};
 use crate::qwen3_5_moe::Qwen35Moe;
 use crate::qwen3_moe::Qwen3Moe;
 
@@ -53,15 +53,38 @@ pub enum AnyModel {
 }
 
 impl AnyModel {
+    /// Loads a checkpoint folder computing in its own dtype (bf16 for bf16 checkpoints).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<AnyModel> {
+        Self::from_dir_with(dir, "auto")
+    }
+
+    /// Loads a checkpoint folder computing in `dtype`: `"auto"`, `"bfloat16"` or `"float32"`.
+    pub fn from_dir_with(dir: impl AsRef<Path>, dtype: &str) -> Result<AnyModel> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
             return Err(Error::checkpoint(dir.display().to_string(), "no such checkpoint folder"));
         }
         Ok(match Architecture::from_dir(dir)? {
-            Architecture::Qwen35Moe => AnyModel::Qwen35Moe(Qwen35Moe::from_dir(dir)?),
-            Architecture::Qwen3Moe => AnyModel::Qwen3Moe(Qwen3Moe::from_dir(dir)?),
+            Architecture::Qwen35Moe => AnyModel::Qwen35Moe(Qwen35Moe::from_dir_with(dir, dtype)?),
+            Architecture::Qwen3Moe => AnyModel::Qwen3Moe(Qwen3Moe::from_dir_with(dir, dtype)?),
         })
+    }
+
+    /// The RoPE inverse frequencies and the factor cos/sin are multiplied by (spec 2.2, 2.3;
+    /// YaRN included), as the attention layers use them.
+    pub fn rope(&self) -> (Vec<f32>, f32) {
+        match self {
+            AnyModel::Qwen35Moe(m) => m.config().rope.inv_freq(m.config().rotary_dim()),
+            AnyModel::Qwen3Moe(m) => m.config().rope.inv_freq(m.config().rotary_dim()),
+        }
+    }
+
+    /// The dtype the forward computes in.
+    pub fn precision(&self) -> Precision {
+        match self {
+            AnyModel::Qwen35Moe(m) => m.precision(),
+            AnyModel::Qwen3Moe(m) => m.precision(),
+        }
     }
 
     pub fn as_lm(&self) -> &dyn CausalLm {

@@ -26,6 +26,52 @@ pub struct RopeConfig {
     pub theta: f64,
     pub partial_rotary_factor: f64,
     pub mrope_section: Vec<usize>,
+    pub scaling: RopeScaling,
+}
+
+/// How the frequencies are stretched for a longer context (`rope_type`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// `"default"`: plain `θ^(-2i/r)`.
+    Default,
+    /// `"yarn"` (transformers' `_compute_yarn_parameters`): frequencies blended between the
+    /// original and the `factor`-interpolated ones over a ramp set by `beta_fast`/`beta_slow`,
+    /// and cos/sin multiplied by `attention_factor`.
+    Yarn { factor: f64, original_max_position_embeddings: f64, beta_fast: f64, beta_slow: f64, truncate: bool, attention_factor: f64 },
+}
+
+impl RopeConfig {
+    /// The inverse frequencies of `rotary_dim` channels in f32, computed as transformers does,
+    /// and the factor cos and sin are multiplied by.
+    pub fn inv_freq(&self, rotary_dim: usize) -> (Vec<f32>, f32) {
+        let RopeScaling::Yarn { factor, original_max_position_embeddings, beta_fast, beta_slow, truncate, attention_factor } = self.scaling
+        else {
+            return (rio_cpu::ops::rope::inv_freq(self.theta, rotary_dim), 1.0);
+        };
+        // Which frequencies rotate fewer than `rotations` times over the original context
+        // (f64, as Python computes them), then a ramp over the dims between the two bounds.
+        let (dim, base) = (rotary_dim as f64, self.theta);
+        let correction_dim = |rotations: f64| dim * (original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
+        let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+        if truncate {
+            (low, high) = (low.floor(), high.ceil());
+        }
+        let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+        if low == high {
+            high += 0.001;
+        }
+        let inv_freq = (0..rotary_dim / 2)
+            .map(|i| {
+                let pos_freq = (base as f32).powf((2 * i) as f32 / rotary_dim as f32);
+                let extrapolation = 1.0 / pos_freq;
+                let interpolation = 1.0 / (factor as f32 * pos_freq);
+                let ramp = ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                let keep = 1.0 - ramp;
+                interpolation * (1.0 - keep) + extrapolation * keep
+            })
+            .collect();
+        (inv_freq, attention_factor as f32)
+    }
 }
 
 /// Every text-model value the Qwen3.5-MoE forward pass needs.
@@ -276,10 +322,17 @@ impl Qwen35MoeConfig {
             None => (f.obj, f.parent.to_string()),
         };
         let r = Fields { path: f.path, parent: &parent, obj: params };
-        let rope_type = r.str_or("rope_type", "default")?;
-        if rope_type != "default" {
-            return Err(r.err("rope_type", format!("only \"default\" RoPE is supported so far, got {rope_type:?}")));
-        }
+        // transformers 4 configs name the scaling in `rope_scaling` next to a flat `rope_theta`.
+        let legacy_parent = format!("{}rope_scaling.", f.parent);
+        let scaling_fields = match (f.get("rope_parameters"), f.get("rope_scaling")) {
+            (None, Some(Value::Object(obj))) => Fields { path: f.path, parent: &legacy_parent, obj },
+            (None, Some(v)) => return Err(f.err("rope_scaling", format!("expected an object, got {v}"))),
+            _ => Fields { path: f.path, parent: &parent, obj: params },
+        };
+        let rope_type = match scaling_fields.get("rope_type") {
+            Some(_) => scaling_fields.str_or("rope_type", "default")?,
+            None => scaling_fields.str_or("type", "default")?,
+        };
         // transformers' class default when the config names no theta (spec 2.2).
         let theta = r.f64_or("rope_theta", 10000.0)?;
         let partial_rotary_factor = r.f64_or("partial_rotary_factor", 1.0)?;
@@ -297,7 +350,49 @@ impl Qwen35MoeConfig {
                 .collect::<Result<_>>()?,
             Some(v) => return Err(r.err("mrope_section", format!("expected a list, got {v}"))),
         };
-        Ok(RopeConfig { theta, partial_rotary_factor, mrope_section })
+        let scaling = match rope_type {
+            "default" => RopeScaling::Default,
+            "yarn" => Self::yarn(&scaling_fields, f)?,
+            other => return Err(scaling_fields.err("rope_type", format!("expected \"default\" or \"yarn\", got {other:?}"))),
+        };
+        Ok(RopeConfig { theta, partial_rotary_factor, mrope_section, scaling })
+    }
+
+    /// YaRN's fields, with transformers' defaults: `original_max_position_embeddings` from the
+    /// config's `max_position_embeddings`, `factor` their ratio, `beta_fast` 32, `beta_slow` 1,
+    /// `truncate` true, and `attention_factor` from `factor` (and `mscale`/`mscale_all_dim`).
+    fn yarn(r: &Fields<'_>, top: &Fields<'_>) -> Result<RopeScaling> {
+        let max_positions = top.opt_f64("max_position_embeddings")?;
+        let original = match (r.opt_f64("original_max_position_embeddings")?, top.opt_f64("original_max_position_embeddings")?) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => max_positions.ok_or_else(|| r.err("original_max_position_embeddings", "is missing (and so is max_position_embeddings)"))?,
+        };
+        if !(original >= 1.0) {
+            return Err(r.err("original_max_position_embeddings", format!("must be at least 1, got {original}")));
+        }
+        let factor = match r.opt_f64("factor")? {
+            Some(f) => f,
+            None => max_positions.ok_or_else(|| r.err("factor", "is missing (and so is max_position_embeddings)"))? / original,
+        };
+        if !(factor > 0.0 && factor.is_finite()) {
+            return Err(r.err("factor", format!("must be a positive number, got {factor}")));
+        }
+        let mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+        // Python's truthiness: a 0 or missing value takes the default.
+        let nonzero = |key: &str| -> Result<Option<f64>> { Ok(r.opt_f64(key)?.filter(|v| *v != 0.0)) };
+        let attention_factor = match (r.opt_f64("attention_factor")?, nonzero("mscale")?, nonzero("mscale_all_dim")?) {
+            (Some(a), _, _) => a,
+            (None, Some(m), Some(m_all)) => mscale(factor, m) / mscale(factor, m_all),
+            _ => mscale(factor, 1.0),
+        };
+        Ok(RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings: original,
+            beta_fast: nonzero("beta_fast")?.unwrap_or(32.0),
+            beta_slow: nonzero("beta_slow")?.unwrap_or(1.0),
+            truncate: r.bool_or("truncate", true)?,
+            attention_factor,
+        })
     }
 
     /// Rotary channels per head: `int(head_dim * partial_rotary_factor)` (spec 2.3).
@@ -627,9 +722,15 @@ mod tests {
         }));
         assert!(m.contains("layer_types") && m.contains("1 entries"), "{m}");
         let m = message(text_only(|o| {
-            o["rope_parameters"]["rope_type"] = "yarn".into();
+            o["rope_parameters"]["rope_type"] = "longrope".into();
         }));
-        assert!(m.contains("rope_parameters.rope_type") && m.contains("yarn"), "{m}");
+        assert!(m.contains("rope_parameters.rope_type") && m.contains("longrope"), "{m}");
+        let m = message(text_only(|o| {
+            o["rope_parameters"]["rope_type"] = "yarn".into();
+            o["rope_parameters"]["factor"] = (-2.0).into();
+            o["rope_parameters"]["original_max_position_embeddings"] = 4096.into();
+        }));
+        assert!(m.contains("rope_parameters.factor") && m.contains("-2"), "{m}");
         let m = message(text_only(|o| {
             o.insert("head_dim".into(), "big".into());
         }));

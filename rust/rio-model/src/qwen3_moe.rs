@@ -1,18 +1,19 @@
-//! The Qwen3-MoE text model (`qwen3_moe`), f32 on CPU, mirroring transformers'
-//! `modeling_qwen3_moe.py`: [`Qwen3Moe`] → [`DecoderLayer`] → [`Attention`] + ([`SparseMoe`] | [`Mlp`]).
+//! The Qwen3-MoE text model (`qwen3_moe`) on CPU, f32 or transformers' bf16 dtype flow, mirroring transformers'
+//! `modeling_qwen3_moe.py`: [`Qwen3Moe`] → [`DecoderLayer`] → [`Attention`] + ([`MoeBlock`] | [`Mlp`]).
 //!
 //! Unlike Qwen3.5-MoE: every RMSNorm has a plain weight `w` (not `1 + w`), attention has no
 //! output gate and rotates the whole head, the MoE block has no shared expert and renormalises
 //! the top-k probabilities only when `norm_topk_prob` says so, and layers outside the sparse
 //! rule run a dense SwiGLU MLP.
-use rio_core::moe::{MoeWeights, RouterConfig};
-use rio_core::{Backend, Error, Result, TensorMut, TensorRef};
-use rio_cpu::ops::{attention, rope, silu};
-use rio_cpu::CpuBackend;
+use std::sync::Arc;
+
+use rio_core::moe::RouterConfig;
+use rio_core::{Error, Result, TensorRef};
+use rio_cpu::ops::{attention, silu};
 
 use crate::cache::{KvCache, LayerCache, ModelCache};
 use crate::config::{GenerationConfig, Qwen3MoeConfig};
-use crate::layers::{eos_token_ids, load_f32, rms_norm_inplace, Input, Linear, LmEnds};
+use crate::layers::{eos_token_ids, rms_norm_inplace, Input, Linear, LmEnds, Loader, MoeBlock, Precision, Rope, Rows};
 use crate::Checkpoint;
 
 /// `Qwen3MoeAttention`: GQA with per-head q/k RMSNorm before RoPE.
@@ -28,45 +29,45 @@ pub struct Attention {
     n_kv: usize,
     d: usize,
     eps: f32,
-    inv_freq: Vec<f32>,
+    rope: Rope,
+    precision: Precision,
 }
 
 impl Attention {
-    fn load(ck: &Checkpoint, p: &str, c: &Qwen3MoeConfig) -> Result<Self> {
+    fn load(w: &Loader, p: &str, c: &Qwen3MoeConfig) -> Result<Self> {
         let (h, n_h, n_kv, d) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (inv_freq, attention_scaling) = c.rope.inv_freq(c.rotary_dim());
         Ok(Attention {
-            q_proj: Linear::load(ck, &format!("{p}.q_proj.weight"), n_h * d, h)?,
-            k_proj: Linear::load(ck, &format!("{p}.k_proj.weight"), n_kv * d, h)?,
-            v_proj: Linear::load(ck, &format!("{p}.v_proj.weight"), n_kv * d, h)?,
-            o_proj: Linear::load(ck, &format!("{p}.o_proj.weight"), h, n_h * d)?,
-            q_norm: load_f32(ck, &format!("{p}.q_norm.weight"), &[d])?,
-            k_norm: load_f32(ck, &format!("{p}.k_norm.weight"), &[d])?,
+            q_proj: Linear::load(w, &format!("{p}.q_proj.weight"), n_h * d, h)?,
+            k_proj: Linear::load(w, &format!("{p}.k_proj.weight"), n_kv * d, h)?,
+            v_proj: Linear::load(w, &format!("{p}.v_proj.weight"), n_kv * d, h)?,
+            o_proj: Linear::load(w, &format!("{p}.o_proj.weight"), h, n_h * d)?,
+            q_norm: w.vector(&format!("{p}.q_norm.weight"), &[d])?,
+            k_norm: w.vector(&format!("{p}.k_norm.weight"), &[d])?,
             n_h,
             n_kv,
             d,
             eps: c.rms_norm_eps as f32,
-            inv_freq: rope::inv_freq(c.rope.theta, c.rotary_dim()),
+            rope: Rope::new(inv_freq, attention_scaling),
+            precision: w.precision,
         })
     }
 
     /// `x [T, H]` at positions `kv.len()..`; appends to `kv`.
-    fn forward(&self, x: &[f32], kv: &mut KvCache) -> Vec<f32> {
-        let (n_h, n_kv, d) = (self.n_h, self.n_kv, self.d);
+    fn forward(&self, x: &Rows<'_>, kv: &mut KvCache) -> Vec<f32> {
+        let (n_h, n_kv, d, pr) = (self.n_h, self.n_kv, self.d, self.precision);
         let past = kv.len();
-        let mut q = self.q_proj.forward(x);
-        let mut k = self.k_proj.forward(x);
-        let v = self.v_proj.forward(x);
-        let t = q.len() / (n_h * d);
-        rms_norm_inplace(&mut q, &self.q_norm, self.eps);
-        rms_norm_inplace(&mut k, &self.k_norm, self.eps);
-        for s in 0..t {
-            rope::apply_rope(&mut q[s * n_h * d..(s + 1) * n_h * d], d, past + s, &self.inv_freq);
-            rope::apply_rope(&mut k[s * n_kv * d..(s + 1) * n_kv * d], d, past + s, &self.inv_freq);
-        }
+        let mut q = self.q_proj.forward_rows(x);
+        let mut k = self.k_proj.forward_rows(x);
+        let v = self.v_proj.forward_rows(x);
+        rms_norm_inplace(&mut q, &self.q_norm, self.eps, pr);
+        rms_norm_inplace(&mut k, &self.k_norm, self.eps, pr);
+        self.rope.apply(&mut q, n_h * d, d, past, pr);
+        self.rope.apply(&mut k, n_kv * d, d, past, pr);
         kv.append(&k, &v);
         let mut out = vec![0f32; q.len()];
-        attention::causal_gqa(&q, kv.keys(), kv.values(), n_h, n_kv, d, &mut out);
-        self.o_proj.forward(&out)
+        attention::causal_gqa(&q, kv.keys(), kv.values(), n_h, n_kv, d, pr == Precision::Bf16, &mut out);
+        self.o_proj.forward(&out, pr)
     }
 }
 
@@ -76,76 +77,34 @@ pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    precision: Precision,
 }
 
 impl Mlp {
-    fn load(ck: &Checkpoint, p: &str, c: &Qwen3MoeConfig) -> Result<Self> {
+    fn load(w: &Loader, p: &str, c: &Qwen3MoeConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Mlp {
-            gate_proj: Linear::load(ck, &format!("{p}.gate_proj.weight"), i, h)?,
-            up_proj: Linear::load(ck, &format!("{p}.up_proj.weight"), i, h)?,
-            down_proj: Linear::load(ck, &format!("{p}.down_proj.weight"), h, i)?,
+            gate_proj: Linear::load(w, &format!("{p}.gate_proj.weight"), i, h)?,
+            up_proj: Linear::load(w, &format!("{p}.up_proj.weight"), i, h)?,
+            down_proj: Linear::load(w, &format!("{p}.down_proj.weight"), h, i)?,
+            precision: w.precision,
         })
     }
 
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let mut act = self.gate_proj.forward(x);
-        let up = self.up_proj.forward(x);
-        act.iter_mut().zip(&up).for_each(|(g, &u)| *g = silu(*g) * u);
-        self.down_proj.forward(&act)
-    }
-}
-
-/// `Qwen3MoeSparseMoeBlock`: softmax router, top-k (optionally renormalised), SwiGLU experts,
-/// run by the CPU backend's MoE pipeline.
-#[derive(Debug)]
-pub struct SparseMoe {
-    router: Vec<f32>,
-    gate_up: Vec<f32>,
-    down: Vec<f32>,
-    e: usize,
-    h: usize,
-    i: usize,
-    routing: RouterConfig,
-}
-
-impl SparseMoe {
-    fn load(ck: &Checkpoint, p: &str, c: &Qwen3MoeConfig) -> Result<Self> {
-        let (e, h, i) = (c.num_experts, c.hidden_size, c.moe_intermediate_size);
-        Ok(SparseMoe {
-            router: load_f32(ck, &format!("{p}.gate.weight"), &[e, h])?,
-            gate_up: load_f32(ck, &format!("{p}.experts.gate_up_proj"), &[e, 2 * i, h])?,
-            down: load_f32(ck, &format!("{p}.experts.down_proj"), &[e, h, i])?,
-            e,
-            h,
-            i,
-            routing: RouterConfig { top_k: c.num_experts_per_tok, renormalize: c.norm_topk_prob },
-        })
-    }
-
-    fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let (e, h, i) = (self.e, self.h, self.i);
-        let weights = MoeWeights::fused(
-            TensorRef::from_slice(&self.router, &[e, h])?,
-            TensorRef::from_slice(&self.gate_up, &[e, 2 * i, h])?,
-            TensorRef::from_slice(&self.down, &[e, h, i])?,
-            None,
-        )?;
-        let t = x.len() / h;
-        let mut out = vec![0f32; x.len()];
-        CpuBackend.moe_forward(
-            &TensorRef::from_slice(x, &[t, h])?,
-            &weights,
-            self.routing,
-            &mut TensorMut::from_slice(&mut out, &[t, h])?,
-        )?;
-        Ok(out)
+    fn forward(&self, x: &Rows<'_>) -> Vec<f32> {
+        let pr = self.precision;
+        let mut act = self.gate_proj.forward_rows(x);
+        let up = self.up_proj.forward_rows(x);
+        act.iter_mut().zip(&up).for_each(|(g, &u)| *g = pr.round1(pr.round1(silu(*g)) * u));
+        self.down_proj.forward(&act, pr)
     }
 }
 
 #[derive(Debug)]
 pub enum FeedForward {
-    Sparse(SparseMoe),
+    /// `Qwen3MoeSparseMoeBlock`: softmax router, top-k (renormalised when `norm_topk_prob`),
+    /// SwiGLU experts, no shared expert.
+    Sparse(MoeBlock),
     Dense(Mlp),
 }
 
@@ -157,22 +116,25 @@ pub struct DecoderLayer {
     self_attn: Attention,
     mlp: FeedForward,
     eps: f32,
+    precision: Precision,
 }
 
 impl DecoderLayer {
-    fn load(ck: &Checkpoint, layer: usize, c: &Qwen3MoeConfig) -> Result<Self> {
+    fn load(w: &Loader, layer: usize, c: &Qwen3MoeConfig) -> Result<Self> {
         let p = format!("layers.{layer}");
         let mlp = if c.sparse_layers[layer] {
-            FeedForward::Sparse(SparseMoe::load(ck, &format!("{p}.mlp"), c)?)
+            let routing = RouterConfig { top_k: c.num_experts_per_tok, renormalize: c.norm_topk_prob };
+            FeedForward::Sparse(MoeBlock::load(w, &format!("{p}.mlp"), (c.num_experts, c.hidden_size, c.moe_intermediate_size), None, routing)?)
         } else {
-            FeedForward::Dense(Mlp::load(ck, &format!("{p}.mlp"), c)?)
+            FeedForward::Dense(Mlp::load(w, &format!("{p}.mlp"), c)?)
         };
         Ok(DecoderLayer {
-            input_layernorm: load_f32(ck, &format!("{p}.input_layernorm.weight"), &[c.hidden_size])?,
-            post_attention_layernorm: load_f32(ck, &format!("{p}.post_attention_layernorm.weight"), &[c.hidden_size])?,
-            self_attn: Attention::load(ck, &format!("{p}.self_attn"), c)?,
+            input_layernorm: w.vector(&format!("{p}.input_layernorm.weight"), &[c.hidden_size])?,
+            post_attention_layernorm: w.vector(&format!("{p}.post_attention_layernorm.weight"), &[c.hidden_size])?,
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), c)?,
             mlp,
             eps: c.rms_norm_eps as f32,
+            precision: w.precision,
         })
     }
 
@@ -180,17 +142,19 @@ impl DecoderLayer {
         let LayerCache::Attention(kv) = cache else {
             return Err(Error::value("cache", "does not belong to this model (layer types differ)"));
         };
+        let (pr, hidden) = (self.precision, self.input_layernorm.len());
         let mut h = x.to_vec();
-        rms_norm_inplace(&mut h, &self.input_layernorm, self.eps);
-        let attended = self.self_attn.forward(&h, kv);
-        x.iter_mut().zip(&attended).for_each(|(a, b)| *a += b);
+        rms_norm_inplace(&mut h, &self.input_layernorm, self.eps, pr);
+        let mut buf = Vec::new();
+        let attended = self.self_attn.forward(&Rows::new(&h, hidden, pr, &mut buf), kv);
+        x.iter_mut().zip(&attended).for_each(|(a, b)| *a = pr.round1(*a + b));
         h.copy_from_slice(x);
-        rms_norm_inplace(&mut h, &self.post_attention_layernorm, self.eps);
+        rms_norm_inplace(&mut h, &self.post_attention_layernorm, self.eps, pr);
         let ff = match &self.mlp {
             FeedForward::Sparse(moe) => moe.forward(&h)?,
-            FeedForward::Dense(mlp) => mlp.forward(&h),
+            FeedForward::Dense(mlp) => mlp.forward(&Rows::new(&h, hidden, pr, &mut buf)),
         };
-        x.iter_mut().zip(&ff).for_each(|(a, b)| *a += b);
+        x.iter_mut().zip(&ff).for_each(|(a, b)| *a = pr.round1(*a + b));
         Ok(())
     }
 }
@@ -202,25 +166,37 @@ pub struct Qwen3Moe {
     generation: GenerationConfig,
     ends: LmEnds,
     layers: Vec<DecoderLayer>,
+    precision: Precision,
 }
 
 impl Qwen3Moe {
     /// Loads a checkpoint folder: `config.json` and the safetensors weights (`model.` prefix,
-    /// fused or per-expert layout).
+    /// fused or per-expert layout), computing in the checkpoint's dtype.
     pub fn from_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::from_dir_with(dir, "auto")
+    }
+
+    /// [`Qwen3Moe::from_dir`] computing in `dtype`: `"auto"`, `"bfloat16"` or `"float32"`.
+    pub fn from_dir_with(dir: impl AsRef<std::path::Path>, dtype: &str) -> Result<Self> {
         if !dir.as_ref().is_dir() {
             return Err(Error::checkpoint(dir.as_ref().display().to_string(), "no such checkpoint folder"));
         }
         let config = Qwen3MoeConfig::from_dir(&dir)?;
         let generation = GenerationConfig::from_dir(&dir)?;
-        let ck = Checkpoint::open(&dir)?;
-        Self::load(&ck, config, generation)
+        let ck = Arc::new(Checkpoint::open(&dir)?);
+        let precision = Precision::parse(dtype, &ck)?;
+        Self::load(&Loader::new(ck, precision), config, generation)
     }
 
-    pub fn load(ck: &Checkpoint, config: Qwen3MoeConfig, generation: GenerationConfig) -> Result<Self> {
-        let ends = LmEnds::load(ck, config.vocab_size, config.hidden_size, config.tie_word_embeddings)?;
-        let layers = (0..config.num_hidden_layers).map(|l| DecoderLayer::load(ck, l, &config)).collect::<Result<Vec<_>>>()?;
-        Ok(Qwen3Moe { ends, layers, config, generation })
+    pub fn load(w: &Loader, config: Qwen3MoeConfig, generation: GenerationConfig) -> Result<Self> {
+        let ends = LmEnds::load(w, config.vocab_size, config.hidden_size, config.tie_word_embeddings)?;
+        let layers = (0..config.num_hidden_layers).map(|l| DecoderLayer::load(w, l, &config)).collect::<Result<Vec<_>>>()?;
+        Ok(Qwen3Moe { ends, layers, config, generation, precision: w.precision })
+    }
+
+    /// The dtype the forward computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn config(&self) -> &Qwen3MoeConfig {
@@ -257,8 +233,8 @@ impl Qwen3Moe {
             layer.forward(&mut x, lc)?;
         }
         cache.advance(x.len() / self.config.hidden_size);
-        let eps = self.config.rms_norm_eps as f32;
-        Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| rms_norm_inplace(rows, w, eps)))
+        let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
+        Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::arrays::{contiguous_strides, dangling};
 
 // The DLPack ABI (dlpack.h, v0.8 "legacy" capsules), as torch and numpy exchange it.
 const DL_CPU: i32 = 1;
+const DL_CUDA: i32 = 2;
 const DL_INT: u8 = 0;
 const DL_UINT: u8 = 1;
 const DL_FLOAT: u8 = 2;
@@ -118,13 +119,32 @@ pub(crate) struct ImportedView {
 /// Takes `obj.__dlpack__()` (torch tensors; gradients detached, which shares memory) and checks
 /// it lives on the CPU. Errors name `arg`.
 pub(crate) fn import(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<ImportedView> {
+    import_from(obj, arg, None)
+}
+
+/// [`import`] for a CUDA tensor (DLPack device type kDLCUDA): `__dlpack__(stream=stream)` makes
+/// the producer order its pending work before `stream` (torch's current stream when the caller
+/// passes it), so the kernels we launch there see the data.
+pub(crate) fn import_cuda(obj: &Bound<'_, PyAny>, arg: &str, stream: u64) -> PyResult<ImportedView> {
+    import_from(obj, arg, Some(stream))
+}
+
+fn import_from(obj: &Bound<'_, PyAny>, arg: &str, cuda_stream: Option<u64>) -> PyResult<ImportedView> {
     // torch refuses to export tensors that track gradients; detaching is free and shares memory.
     let obj = match obj.getattr("requires_grad") {
         Ok(flag) if flag.is_truthy()? => obj.call_method0("detach")?,
         _ => obj.clone(),
     };
-    let capsule = obj
-        .call_method0("__dlpack__")
+    let capsule = match cuda_stream {
+        // DLPack: stream 1 is the legacy default stream; 0 is not allowed for CUDA.
+        Some(stream) => {
+            let kwargs = pyo3::types::PyDict::new(obj.py());
+            kwargs.set_item("stream", if stream == 0 { 1 } else { stream })?;
+            obj.call_method("__dlpack__", (), Some(&kwargs))
+        }
+        None => obj.call_method0("__dlpack__"),
+    };
+    let capsule = capsule
         .map_err(|e| PyValueError::new_err(format!("{arg}: expected a CPU tensor that DLPack can share, but __dlpack__ failed: {e}")))?;
     let raw = capsule.as_ptr();
     // SAFETY: plain capsule queries on a live object.
@@ -141,7 +161,13 @@ pub(crate) fn import(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<ImportedView
     let owner = Imported { managed };
     // SAFETY: the producer keeps the DLTensor valid until its deleter runs (when `owner` drops).
     let t = unsafe { &managed.as_ref().dl_tensor };
-    if t.device.device_type != DL_CPU {
+    if cuda_stream.is_some() && t.device.device_type != DL_CUDA {
+        return Err(PyValueError::new_err(format!(
+            "{arg}: expected a CUDA tensor, got DLPack device type {} (move it with .cuda())",
+            t.device.device_type
+        )));
+    }
+    if cuda_stream.is_none() && t.device.device_type != DL_CPU {
         return Err(PyValueError::new_err(format!(
             "{arg}: expected a CPU tensor, got DLPack device type {} (move it with .cpu())",
             t.device.device_type

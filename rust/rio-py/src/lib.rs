@@ -4,12 +4,17 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod bench;
+mod cuda;
 mod dlpack;
 mod errors;
+mod generate;
+mod info;
 mod model;
 mod ops;
 mod provenance;
+mod reasoning;
 mod system;
+mod tokenizer;
 
 #[pymodule]
 fn _rio_rt(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,7 +22,12 @@ fn _rio_rt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     system::register(m)?;
     ops::register(m)?;
     bench::register(m)?;
+    cuda::register(m)?;
     provenance::register(m)?;
     model::register(m)?;
+    tokenizer::register(m)?;
+    info::register(m)?;
+    generate::register(m)?;
+    reasoning::register(m)?;
     Ok(())
 }

@@ -25,7 +25,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A loaded text model (f32 weights) of one of the supported architectures.
+/// A loaded text model of one of the supported architectures, its weights read in place from
+/// the memory-mapped checkpoint.
 #[pyclass(module = "rio_rt._rio_rt", frozen)]
 pub(crate) struct Model {
     pub(crate) inner: Arc<AnyModel>,
@@ -64,9 +65,21 @@ impl Rows {
 #[pymethods]
 impl Model {
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-        let model = py.detach(|| AnyModel::from_dir(&path)).map_err(to_py)?;
+    #[pyo3(signature = (path, dtype="auto"))]
+    fn load(py: Python<'_>, path: PathBuf, dtype: &str) -> PyResult<Model> {
+        let model = py.detach(|| AnyModel::from_dir_with(&path, dtype)).map_err(to_py)?;
         Ok(Model { inner: Arc::new(model) })
+    }
+
+    /// ``(inv_freq, attention_scaling)`` of the attention layers' RoPE (YaRN included).
+    fn rope(&self) -> (Vec<f32>, f32) {
+        self.inner.rope()
+    }
+
+    /// The dtype the forward computes in: ``"bfloat16"`` or ``"float32"``.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.inner.precision().name()
     }
 
     #[getter]

@@ -118,6 +118,11 @@ impl<'a> MatRef<'a> {
 /// Work (multiply-adds) below which [`matmul_nt`] stays on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
+/// Few-row products: at most this many weight bands per thread, of at least this many bytes
+/// (a band is one stream; shorter ones pay their start-up more often).
+const GEMV_BANDS_PER_THREAD: usize = 4;
+const GEMV_MIN_BAND_BYTES: usize = 1 << 20;
+
 /// `out[m * ldo + n] = Σ_k x[m, k] · w[n, k]` with the fastest kernel for the dtypes and the
 /// active instruction set. Large products are split across the worker pool
 /// ([`crate::threads::pool`]; nested in other pool work, the bands join that work); small ones
@@ -133,10 +138,16 @@ pub fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
     }
     let out_ptr = SyncPtr(out.as_mut_ptr());
     // Many rows: each thread takes a band of rows (and packs only those); few rows: a band of
-    // weight rows, so every weight is read once.
+    // weight rows, so every weight is read once. Weight bands are cut finer (up to
+    // GEMV_BANDS_PER_THREAD per thread, at least GEMV_MIN_BAND_BYTES each) so a thread slowed
+    // by other work on the core hands its last bands to the other instead of holding up the call.
     let split_rows = x.rows >= 64 * threads;
+    let bands = match split_rows {
+        true => threads,
+        false => (w.rows * w.row_stride * w.dtype.size() / GEMV_MIN_BAND_BYTES).clamp(threads, GEMV_BANDS_PER_THREAD * threads),
+    };
     let (len, align) = if split_rows { (x.rows, 32) } else { (w.rows, 16) };
-    let band = len.div_ceil(threads).div_ceil(align) * align;
+    let band = len.div_ceil(bands).div_ceil(align) * align;
     crate::threads::pool().install(|| {
         rayon::scope(|s| {
             for start in (0..len).step_by(band.max(1)) {
@@ -199,7 +210,7 @@ pub(crate) unsafe fn matmul_nt_raw(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: 
         use DType::{BF16, F16, F32};
         let widenable = matches!(x.dtype, F32 | BF16) && matches!(w.dtype, F32 | F16 | BF16);
         match (isa, x.dtype, w.dtype) {
-            (Isa::Amx, BF16, BF16) if x.rows >= AMX_MIN_ROWS => return amx::matmul_nt(x, w, out, ldo),
+            (Isa::Amx, BF16, BF16) if x.rows >= tmp_min_rows() => return amx::matmul_nt(x, w, out, ldo),
             (Isa::Amx | Isa::Avx512Bf16, BF16, BF16) => return avx512_bf16::matmul_nt(x, w, out, ldo),
             (Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512, _, _) if widenable => return avx512::matmul_nt(x, w, out, ldo),
             (Isa::Avx2, _, _) if widenable => return avx2::matmul_nt(x, w, out, ldo),
@@ -212,3 +223,8 @@ pub(crate) unsafe fn matmul_nt_raw(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: 
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+fn tmp_min_rows() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("RIO_TMP_AMX_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(AMX_MIN_ROWS))
+}

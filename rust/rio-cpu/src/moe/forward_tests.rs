@@ -4,7 +4,7 @@
 use rio_core::moe::{ExpertMats, MoeWeights, RouterConfig, SharedExpert};
 use rio_core::{DType, Tensor, TensorRef};
 
-use super::{experts, forward, router};
+use super::{decode, experts, forward, router};
 use crate::features;
 use crate::gemm::tests::{Data, Rng};
 use crate::gemm::MatRef;
@@ -98,6 +98,43 @@ impl Block {
     }
 }
 
+/// The block on `x` in f64 (routing from `router::route`, itself tested against hand-computed
+/// cases): the output and its tolerance (see `expert_f64`).
+fn block_f64(x: &TensorRef<'_>, weights: &MoeWeights<'_>, config: RouterConfig) -> (Vec<f64>, Vec<f64>) {
+    let (t, h) = (x.shape()[0], weights.hidden());
+    let rounding = act_rounding(weights.dtype());
+    let routing = router::route(x, &weights.router, config).unwrap();
+    let xs = rows_f64(x);
+    let mut want = vec![0f64; t * h];
+    let mut tol = vec![0f64; t * h];
+    for (tok, xrow) in xs.iter().enumerate() {
+        for j in 0..config.top_k {
+            let slot = tok * config.top_k + j;
+            let (e, wgt) = (routing.experts[slot] as usize, routing.weights[slot] as f64);
+            let (y, err) = expert_f64(xrow, &weights.experts[e], rounding);
+            for c in 0..h {
+                want[tok * h + c] += wgt * y[c];
+                tol[tok * h + c] += wgt.abs() * err[c];
+            }
+        }
+        let Some(shared) = weights.shared.as_ref() else { continue };
+        let (y, err) = expert_f64(xrow, &shared.mats, rounding);
+        let (sg, logit_abs) = match &shared.gate_weight {
+            Some(g) => {
+                let gate_w = rows_f64(g);
+                let logit: f64 = gate_w[0].iter().zip(xrow).map(|(a, b)| a * b).sum();
+                (1.0 / (1.0 + (-logit).exp()), gate_w[0].iter().zip(xrow).map(|(a, b)| (a * b).abs()).sum())
+            }
+            None => (1.0, 0.0),
+        };
+        for c in 0..h {
+            want[tok * h + c] += sg * y[c];
+            tol[tok * h + c] += sg * err[c] + 0.25 * 1e-5 * logit_abs * y[c].abs();
+        }
+    }
+    (want, tol)
+}
+
 #[test]
 fn forward_matches_a_plain_f64_block() {
     let mut rng = Rng::new(3);
@@ -105,42 +142,99 @@ fn forward_matches_a_plain_f64_block() {
         let block = Block::random(dtype, &mut rng);
         let weights = block.weights();
         let config = RouterConfig { top_k: 2, renormalize: true };
-        // 1 and 3 tokens: the decode path, most experts idle; 40 and 300: the prefill path.
+        // 1 and 3 tokens: the decode path, most experts idle; 40: decode with several rows per
+        // expert (the tile path inside the pieces); 300: the prefill path.
         for t in [0usize, 1, 3, 40, 300] {
             let xd = Data::random(dtype, t * H, &mut rng);
             let x = tensor(&xd, &[t, H]);
             let mut out = Tensor::zeros(DType::F32, &[t, H]);
             crate::scratch::poison();
             forward(&x, &weights, config, &mut out.view_mut()).unwrap();
-
-            let routing = router::route(&x, &weights.router, config).unwrap();
-            let xs = rows_f64(&x);
-            let shared = weights.shared.as_ref().unwrap();
-            let gate_w = rows_f64(shared.gate_weight.as_ref().unwrap());
-            let mut want = vec![0f64; t * H];
-            let mut tol = vec![0f64; t * H];
-            for (tok, xrow) in xs.iter().enumerate() {
-                for j in 0..config.top_k {
-                    let slot = tok * config.top_k + j;
-                    let (e, wgt) = (routing.experts[slot] as usize, routing.weights[slot] as f64);
-                    let (y, err) = expert_f64(xrow, &weights.experts[e], act_rounding(dtype));
-                    for h in 0..H {
-                        want[tok * H + h] += wgt * y[h];
-                        tol[tok * H + h] += wgt.abs() * err[h];
-                    }
-                }
-                let (y, err) = expert_f64(xrow, &shared.mats, act_rounding(dtype));
-                let logit: f64 = gate_w[0].iter().zip(xrow).map(|(a, b)| a * b).sum();
-                let logit_abs: f64 = gate_w[0].iter().zip(xrow).map(|(a, b)| (a * b).abs()).sum();
-                let sg = 1.0 / (1.0 + (-logit).exp());
-                for h in 0..H {
-                    want[tok * H + h] += sg * y[h];
-                    tol[tok * H + h] += sg * err[h] + 0.25 * 1e-5 * logit_abs * y[h].abs();
-                }
-            }
+            let (want, tol) = block_f64(&x, &weights, config);
             assert_close(out.as_slice::<f32>(), &want, &tol, &format!("{dtype} T {t}"));
         }
     }
+}
+
+/// The fused decode block on every instruction set, with pieces of the smallest size (16 weight
+/// rows: many pieces per expert, a partial last one) and of the default size, over token
+/// counts, k up to E, and with the shared expert gated, ungated or absent.
+#[test]
+fn decode_block_matches_f64_on_every_isa() {
+    let mut rng = Rng::new(29);
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let block = Block::random(dtype, &mut rng);
+        let gated = block.weights();
+        let mut ungated = block.weights();
+        ungated.shared.as_mut().unwrap().gate_weight = None;
+        let mut unshared = block.weights();
+        unshared.shared = None;
+        for (weights, what) in [(&gated, "gated shared"), (&ungated, "ungated shared"), (&unshared, "no shared")] {
+            for (t, top_k) in [(1usize, 2usize), (2, E), (5, 3), (17, 2)] {
+                let config = RouterConfig { top_k, renormalize: top_k < E };
+                let xd = Data::random(dtype, t * H, &mut rng);
+                let x = tensor(&xd, &[t, H]);
+                let (want, tol) = block_f64(&x, weights, config);
+                for isa in features::available_isas() {
+                    for piece_bytes in [1, 256 << 10] {
+                        let mut got = vec![0f32; t * H];
+                        crate::scratch::poison();
+                        let run = match super::compute_dtype(dtype) {
+                            DType::BF16 => decode::forward_with::<rio_core::bf16>,
+                            _ => decode::forward_with::<f32>,
+                        };
+                        run(isa, piece_bytes, &x, weights, config, &mut got).unwrap();
+                        let case = format!("{dtype} {what} T {t} k {top_k} on {} pieces of {piece_bytes} B", isa.name());
+                        assert_close(&got, &want, &tol, &case);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every token on one expert (its block has all T rows, the tile path's size at 64), the other
+/// slot on expert 0 (ties go to the lower index): x and router row 3 positive, the rest zero.
+#[test]
+fn decode_block_with_every_token_on_one_expert_matches_f64() {
+    let mut rng = Rng::new(31);
+    let mut block = Block::random(DType::BF16, &mut rng);
+    let positive = |n: usize, rng: &mut Rng| (0..n).map(|_| rio_core::bf16::from_f32(rng.next().abs() + 0.1)).collect::<Vec<_>>();
+    let mut router = vec![rio_core::bf16::ZERO; E * H];
+    router[3 * H..4 * H].copy_from_slice(&positive(H, &mut rng));
+    block.router = Data::Bf16(router);
+    let weights = block.weights();
+    let config = RouterConfig { top_k: 2, renormalize: true };
+    for t in [1usize, 8, 64] {
+        let xd = Data::Bf16(positive(t * H, &mut rng));
+        let x = tensor(&xd, &[t, H]);
+        let routing = router::route(&x, &weights.router, config).unwrap();
+        assert!(routing.experts.chunks(2).all(|s| s == [3, 0]), "every token routes to experts 3 and 0");
+        let (want, tol) = block_f64(&x, &weights, config);
+        for isa in features::available_isas() {
+            let mut got = vec![0f32; t * H];
+            crate::scratch::poison();
+            decode::forward_with::<rio_core::bf16>(isa, 1, &x, &weights, config, &mut got).unwrap();
+            assert_close(&got, &want, &tol, &format!("T {t} on one expert on {}", isa.name()));
+        }
+    }
+}
+
+/// NaN in x reaches the router's logits: the fused block reports it like the router does.
+#[test]
+fn decode_block_reports_nan_router_logits() {
+    let mut rng = Rng::new(37);
+    let block = Block::random(DType::F32, &mut rng);
+    let weights = block.weights();
+    let mut xv = match Data::random(DType::F32, 3 * H, &mut rng) {
+        Data::F32(v) => v,
+        _ => unreachable!("f32 data"),
+    };
+    xv[H + 5] = f32::NAN;
+    let x = TensorRef::from_slice(&xv, &[3, H]).unwrap();
+    let mut out = Tensor::zeros(DType::F32, &[3, H]);
+    let err = forward(&x, &weights, RouterConfig { top_k: 2, renormalize: true }, &mut out.view_mut()).unwrap_err().to_string();
+    assert!(err.contains("token 1") && err.contains("NaN"), "{err}");
 }
 
 #[test]

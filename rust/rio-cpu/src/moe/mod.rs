@@ -3,6 +3,7 @@
 //! `experts` (grouped GEMM gate/up + SwiGLU, grouped GEMM down) → `combine` (weighted
 //! scatter-add back to token order, plus the gated shared expert).
 pub mod combine;
+mod decode;
 pub mod dispatch;
 pub mod experts;
 pub mod router;
@@ -35,9 +36,16 @@ pub fn forward(x: &TensorRef<'_>, weights: &MoeWeights<'_>, config: RouterConfig
     let t = x.shape()[0];
     rows::expect_output(out, "out", &[t, h])?;
 
+    let mut acc = Scratch::<f32>::zeroed(t * h);
+    if (1..=decode::MAX_TOKENS).contains(&t) && std::env::var("RIO_TMP_UNFUSED").is_err() {
+        match compute_dtype(weights.dtype()) {
+            DType::BF16 => decode::forward::<bf16>(x, weights, config, &mut acc)?,
+            _ => decode::forward::<f32>(x, weights, config, &mut acc)?,
+        }
+        return rows::store(&acc, out);
+    }
     let routing = router::route(x, &weights.router, config)?;
     let dispatch = dispatch::dispatch(&routing, e)?;
-    let mut acc = Scratch::<f32>::zeroed(t * h);
     match compute_dtype(weights.dtype()) {
         DType::BF16 => add_experts::<bf16>(x, weights, &routing, &dispatch, &mut acc)?,
         _ => add_experts::<f32>(x, weights, &routing, &dispatch, &mut acc)?,

@@ -31,7 +31,7 @@ pub fn route(x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) ->
     select_experts(&logits, e, config)
 }
 
-fn round_to(values: &mut [f32], dtype: DType) {
+pub(crate) fn round_to(values: &mut [f32], dtype: DType) {
     match dtype {
         DType::BF16 => values.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
         DType::F16 => values.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),

@@ -1,42 +1,77 @@
 //! Causal grouped-query attention of new queries over a key/value cache (spec 2.1 step 5).
 
+use rayon::prelude::*;
+
+use rio_core::bf16;
+
 /// `q [T, n_h, d]` are the queries of positions `past..past+T`; `keys`, `values [L, n_kv, d]`
 /// hold positions `0..L` with `L = past + T` (the new tokens already appended). Query head h
-/// reads KV head `h / (n_h / n_kv)`. Writes `out [T, n_h, d]`.
-pub fn causal_gqa(q: &[f32], keys: &[f32], values: &[f32], n_h: usize, n_kv: usize, d: usize, out: &mut [f32]) {
+/// reads KV head `h / (n_h / n_kv)`. Writes `out [T, n_h, d]`. Every (token, head) pair is a task
+/// on the worker pool.
+///
+/// Scores `q·k / √d` and the softmax are f32. With `bf16`, as torch's CPU flash attention
+/// computes bf16 SDPA, the unnormalised probabilities are rounded to bf16 before they weight the
+/// values (their sum stays f32), and the output is rounded to bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_gqa(q: &[f32], keys: &[f32], values: &[f32], n_h: usize, n_kv: usize, d: usize, bf16_probs: bool, out: &mut [f32]) {
     let t = q.len() / (n_h * d);
     let l = keys.len() / (n_kv * d);
     assert!(l >= t && values.len() == keys.len() && out.len() == q.len() && n_h.is_multiple_of(n_kv));
     let past = l - t;
     let group = n_h / n_kv;
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scores = vec![0f32; l];
-    for s in 0..t {
+    let one = |task: usize, oh: &mut [f32], scores: &mut Vec<f32>| {
+        let (s, h) = (task / n_h, task % n_h);
         let visible = past + s + 1;
-        for h in 0..n_h {
-            let kv = h / group;
-            let qh = &q[(s * n_h + h) * d..][..d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, sc) in scores[..visible].iter_mut().enumerate() {
-                let kj = &keys[(j * n_kv + kv) * d..][..d];
-                *sc = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-                max = max.max(*sc);
-            }
-            let mut sum = 0f32;
-            for sc in &mut scores[..visible] {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            let oh = &mut out[(s * n_h + h) * d..][..d];
-            oh.fill(0.0);
-            for (j, &p) in scores[..visible].iter().enumerate() {
-                let vj = &values[(j * n_kv + kv) * d..][..d];
-                for (o, &v) in oh.iter_mut().zip(vj) {
-                    *o += p / sum * v;
-                }
+        let kv = h / group;
+        let qh = &q[task * d..][..d];
+        scores.resize(visible, 0.0);
+        let mut max = f32::NEG_INFINITY;
+        for (j, sc) in scores.iter_mut().enumerate() {
+            let kj = &keys[(j * n_kv + kv) * d..][..d];
+            *sc = dot(qh, kj) * scale;
+            max = max.max(*sc);
+        }
+        let mut sum = 0f32;
+        for sc in scores.iter_mut() {
+            let p = (*sc - max).exp();
+            sum += p;
+            *sc = if bf16_probs { bf16::from_f32(p).to_f32() } else { p };
+        }
+        oh.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            let vj = &values[(j * n_kv + kv) * d..][..d];
+            for (o, &v) in oh.iter_mut().zip(vj) {
+                *o += p * v;
             }
         }
+        let inv = 1.0 / sum;
+        for o in oh.iter_mut() {
+            *o = if bf16_probs { bf16::from_f32(*o * inv).to_f32() } else { *o * inv };
+        }
+    };
+    // One small query (a decode step of a short context) is not worth waking the pool.
+    if t * n_h * l * d < 1 << 15 {
+        let mut scores = Vec::new();
+        out.chunks_exact_mut(d).enumerate().for_each(|(task, oh)| one(task, oh, &mut scores));
+        return;
     }
+    crate::threads::pool().install(|| {
+        out.par_chunks_exact_mut(d).enumerate().for_each_init(|| Vec::with_capacity(l), |scores, (task, oh)| one(task, oh, scores))
+    });
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums, so the loop vectorises without reassociating one long chain.
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -45,12 +80,19 @@ mod tests {
 
     #[test]
     fn matches_float64_softmax_attention_with_a_causal_mask() {
-        let (n_h, n_kv, d, past, t) = (4, 2, 8, 3, 5);
+        // Small enough for the calling thread, then large enough for the pool.
+        for (n_h, n_kv, d, past, t) in [(4, 2, 8, 3, 5), (4, 2, 64, 2, 70)] {
+            check_against_float64(n_h, n_kv, d, past, t);
+        }
+    }
+
+    fn check_against_float64(n_h: usize, n_kv: usize, d: usize, past: usize, t: usize) {
         let l = past + t;
         let gen = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i + seed) * 7919) % 113) as f32 / 56.0 - 1.0).collect() };
         let (q, k, v) = (gen(t * n_h * d, 1), gen(l * n_kv * d, 2), gen(l * n_kv * d, 3));
         let mut out = vec![0f32; q.len()];
-        causal_gqa(&q, &k, &v, n_h, n_kv, d, &mut out);
+        causal_gqa(&q, &k, &v, n_h, n_kv, d, false, &mut out);
+        assert!(t * n_h * l * d < 1 << 15 || crate::threads::num_threads() >= 1);
         for s in 0..t {
             for h in 0..n_h {
                 let kv = h / (n_h / n_kv);

@@ -3,8 +3,9 @@
 
 /// `out[t,c] = silu(Σ_j w[c,j] · in_{t-K+1+j}[c])` for `x [T, C]`, `w [C, K]`. `history [K-1, C]`
 /// holds the raw inputs before `x` (zeros at the start of a sequence, oldest first) and is
-/// replaced by the last `K-1` raw inputs seen.
-pub fn causal_conv1d_silu(x: &[f32], w: &[f32], kernel: usize, history: &mut [f32], out: &mut [f32]) {
+/// replaced by the last `K-1` raw inputs seen. With `round_bf16` the conv output and the SiLU
+/// output are each rounded to bf16 (transformers' bf16 conv accumulates in f32).
+pub fn causal_conv1d_silu(x: &[f32], w: &[f32], kernel: usize, history: &mut [f32], round_bf16: bool, out: &mut [f32]) {
     let channels = history.len() / (kernel - 1).max(1);
     assert!(kernel >= 1 && w.len() == channels * kernel && x.len().is_multiple_of(channels.max(1)) && out.len() == x.len());
     assert_eq!(history.len(), (kernel - 1) * channels);
@@ -17,10 +18,14 @@ pub fn causal_conv1d_silu(x: &[f32], w: &[f32], kernel: usize, history: &mut [f3
         for (c, oc) in o.iter_mut().enumerate() {
             let taps = &w[c * kernel..(c + 1) * kernel];
             let acc: f32 = taps.iter().enumerate().map(|(j, &wj)| wj * ext[(s + j) * channels + c]).sum();
-            *oc = super::silu(acc);
+            *oc = if round_bf16 { bf16r(super::silu(bf16r(acc))) } else { super::silu(acc) };
         }
     }
     history.copy_from_slice(&ext[t * channels..]);
+}
+
+fn bf16r(v: f32) -> f32 {
+    rio_core::bf16::from_f32(v).to_f32()
 }
 
 #[cfg(test)]
@@ -34,7 +39,7 @@ mod tests {
         let w: Vec<f32> = (0..c * k).map(|i| ((i * 104729) % 89) as f32 / 44.0 - 1.0).collect();
         let mut hist = vec![0.0; (k - 1) * c];
         let mut all = vec![0.0; t * c];
-        causal_conv1d_silu(&x, &w, k, &mut hist, &mut all);
+        causal_conv1d_silu(&x, &w, k, &mut hist, false, &mut all);
         for s in 0..t {
             for ch in 0..c {
                 let mut acc = 0f64;
@@ -51,9 +56,9 @@ mod tests {
         // 2 tokens, then one at a time: the carried history makes them equal.
         let mut hist2 = vec![0.0; (k - 1) * c];
         let mut stepped = vec![0.0; t * c];
-        causal_conv1d_silu(&x[..2 * c], &w, k, &mut hist2, &mut stepped[..2 * c]);
+        causal_conv1d_silu(&x[..2 * c], &w, k, &mut hist2, false, &mut stepped[..2 * c]);
         for s in 2..t {
-            causal_conv1d_silu(&x[s * c..(s + 1) * c], &w, k, &mut hist2, &mut stepped[s * c..(s + 1) * c]);
+            causal_conv1d_silu(&x[s * c..(s + 1) * c], &w, k, &mut hist2, false, &mut stepped[s * c..(s + 1) * c]);
         }
         assert_eq!(all, stepped);
         assert_eq!(hist, hist2);

@@ -7,6 +7,46 @@
 /// Tokens per chunk, as in transformers' `torch_chunk_gated_delta_rule`.
 pub const CHUNK: usize = 64;
 
+/// Every value head of one layer over T tokens, heads as tasks on the worker pool.
+///
+/// `q`, `k [T, n_k, d_k]` (L2-normalised, q scaled), `v [T, n_v, d_v]`, log-decays `g` and
+/// `beta [T, n_v]`; value head j reads key head `j / (n_v / n_k)`. Updates `state [n_v, d_k, d_v]`
+/// and writes `out [T, n_v, d_v]`. One token steps the recurrence, several run the chunked form
+/// (spec 3.2), as transformers chooses.
+#[allow(clippy::too_many_arguments)]
+pub fn gated_delta_heads(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], n_k: usize, n_v: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let t = g.len() / n_v;
+    assert!(t > 0 && g.len() == t * n_v && beta.len() == g.len() && n_v.is_multiple_of(n_k) && out.len() == v.len());
+    let (dk, dv) = (q.len() / (t * n_k), v.len() / (t * n_v));
+    assert!(k.len() == q.len() && state.len() == n_v * dk * dv);
+    let group = n_v / n_k;
+    let head = |j: usize, state_j: &mut [f32]| -> Vec<f32> {
+        let kh = j / group;
+        let mut o = vec![0f32; t * dv];
+        if t == 1 {
+            let (qj, kj, vj) = (&q[kh * dk..][..dk], &k[kh * dk..][..dk], &v[j * dv..][..dv]);
+            gated_delta_step(state_j, qj, kj, vj, g[j].exp(), beta[j], &mut o);
+            return o;
+        }
+        let column = |x: &[f32], width: usize, stride: usize, at: usize| -> Vec<f32> {
+            (0..t).flat_map(|s| &x[s * stride + at * width..][..width]).copied().collect()
+        };
+        let (qj, kj, vj) = (column(q, dk, n_k * dk, kh), column(k, dk, n_k * dk, kh), column(v, dv, n_v * dv, j));
+        let gj: Vec<f32> = (0..t).map(|s| g[s * n_v + j]).collect();
+        let bj: Vec<f32> = (0..t).map(|s| beta[s * n_v + j]).collect();
+        gated_delta_chunked(state_j, &qj, &kj, &vj, &gj, &bj, &mut o);
+        o
+    };
+    let per_head: Vec<Vec<f32>> =
+        crate::threads::pool().install(|| state.par_chunks_exact_mut(dk * dv).enumerate().map(|(j, st)| head(j, st)).collect());
+    for (j, o) in per_head.iter().enumerate() {
+        for (s, row) in o.chunks_exact(dv).enumerate() {
+            out[(s * n_v + j) * dv..][..dv].copy_from_slice(row);
+        }
+    }
+}
+
 /// One token: updates `state [d_k, d_v]` and writes `out [d_v]`.
 pub fn gated_delta_step(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], alpha: f32, beta: f32, out: &mut [f32]) {
     let (dk, dv) = (k.len(), v.len());

@@ -13,6 +13,7 @@ pub mod conv;
 pub mod gated_delta;
 pub mod norm;
 pub mod rope;
+pub mod soft_embedding;
 
 /// `x · sigmoid(x)`.
 pub fn silu(x: f32) -> f32 {

@@ -40,6 +40,21 @@ pub fn rms_norm_gated_inplace(o: &mut [f32], z: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// [`rms_norm_gated_inplace`] in transformers' bf16 flow: the normalised row is rounded to bf16,
+/// multiplied by the (bf16) weight and rounded, then multiplied by `silu(z)` in f32 and rounded.
+pub fn rms_norm_gated_bf16_inplace(o: &mut [f32], z: &[f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    assert_eq!(o.len(), z.len());
+    assert!(n > 0 && o.len().is_multiple_of(n), "rows of {n} do not tile {} elements", o.len());
+    let r = |v: f32| rio_core::bf16::from_f32(v).to_f32();
+    for (row, zr) in o.chunks_exact_mut(n).zip(z.chunks_exact(n)) {
+        let scale = inv_rms(row, eps);
+        for ((v, &g), &zv) in row.iter_mut().zip(w).zip(zr) {
+            *v = r(r(g * r(*v * scale)) * super::silu(zv));
+        }
+    }
+}
+
 /// `x ← x · rsqrt(Σx² + 1e-6)` per row of `n` (the GDN q/k normalisation; eps is fixed).
 pub fn l2_norm_inplace(x: &mut [f32], n: usize) {
     for row in x.chunks_exact_mut(n) {

@@ -2,9 +2,8 @@
 //! the input, the final norm and lm_head at the output, and the stop tokens.
 use rio_core::{Error, Result, TensorRef};
 
-use super::{load_f32, Linear};
+use super::{Linear, Loader, Precision, Weight};
 use crate::config::GenerationConfig;
-use crate::Checkpoint;
 
 /// What a forward step consumes: token ids, or input embeddings `[T, H]` (soft embeddings
 /// included) used in place of the embedding lookup (sections 1 and 10).
@@ -14,32 +13,34 @@ pub enum Input<'a> {
     Embeddings(&'a [f32]),
 }
 
-/// `embed_tokens [V, H]`, the final norm's weight `[H]` and `lm_head [V, H]` (tied to the
-/// embedding when the config says so and the checkpoint has no `lm_head.weight`).
+/// `embed_tokens [V, H]` and `lm_head [V, H]` (tied to the embedding when the config says so
+/// and the checkpoint has no `lm_head.weight`), read in place, and the final norm's weight `[H]`.
 #[derive(Debug)]
 pub struct LmEnds {
     vocab_size: usize,
     hidden_size: usize,
-    embed_tokens: Vec<f32>,
+    precision: Precision,
+    embed_tokens: Weight,
     norm: Vec<f32>,
     lm_head: Linear,
 }
 
 impl LmEnds {
-    pub fn load(ck: &Checkpoint, vocab_size: usize, hidden_size: usize, tie_word_embeddings: bool) -> Result<Self> {
+    pub fn load(w: &Loader, vocab_size: usize, hidden_size: usize, tie_word_embeddings: bool) -> Result<Self> {
         let (v, h) = (vocab_size, hidden_size);
-        let embed_tokens = load_f32(ck, "embed_tokens.weight", &[v, h])?;
-        let lm_head = if tie_word_embeddings && ck.get("lm_head.weight").is_none() {
-            Linear::from_weight(embed_tokens.clone(), v, h)
+        let embed_tokens = w.weight("embed_tokens.weight", &[v, h])?;
+        let lm_head = if tie_word_embeddings && w.checkpoint().get("lm_head.weight").is_none() {
+            Linear::from_weight(embed_tokens.clone())
         } else {
-            Linear::load(ck, "lm_head.weight", v, h)?
+            Linear::load(w, "lm_head.weight", v, h)?
         };
-        Ok(LmEnds { vocab_size, hidden_size, norm: load_f32(ck, "norm.weight", &[h])?, embed_tokens, lm_head })
+        Ok(LmEnds { vocab_size, hidden_size, precision: w.precision, norm: w.vector("norm.weight", &[h])?, embed_tokens, lm_head })
     }
 
-    /// The embedding matrix `[V, H]`.
+    /// The embedding matrix `[V, H]` in the dtype the model holds it (the checkpoint's, or bf16
+    /// when a bf16 computation converted it).
     pub fn table(&self) -> TensorRef<'_> {
-        TensorRef::from_slice(&self.embed_tokens, &[self.vocab_size, self.hidden_size]).expect("embed_tokens holds V·H values")
+        self.embed_tokens.view().clone()
     }
 
     /// The embedding rows of `tokens`, `[T, H]`.
@@ -51,13 +52,15 @@ impl LmEnds {
             if row >= self.vocab_size {
                 return Err(Error::value("ids", format!("token id {tok} at index {i} is outside the vocabulary of {}", self.vocab_size)));
             }
-            out.extend_from_slice(&self.embed_tokens[row * h..(row + 1) * h]);
+            out.resize((i + 1) * h, 0.0);
+            self.embed_tokens.row_f32(row, &mut out[i * h..]);
         }
         Ok(out)
     }
 
     /// The hidden rows `[T, H]` a forward starts from: looked-up embeddings, or the given
-    /// embeddings once checked. At least one row.
+    /// embeddings once checked (rounded to bf16 in bf16 precision, as a bf16 model holds its
+    /// inputs). At least one row.
     pub fn input_rows(&self, input: Input<'_>) -> Result<Vec<f32>> {
         let h = self.hidden_size;
         let x = match input {
@@ -69,7 +72,9 @@ impl LmEnds {
                 if let Some(i) = e.iter().position(|v| !v.is_finite()) {
                     return Err(Error::value("input_embeds", format!("element {i} is {} (NaN or infinite)", e[i])));
                 }
-                e.to_vec()
+                let mut x = e.to_vec();
+                self.precision.round(&mut x);
+                x
             }
         };
         if x.is_empty() {
@@ -80,13 +85,22 @@ impl LmEnds {
 
     /// Logits `[n, V]` of the last `n = logits_to_keep` rows of `x [T, H]` (all T for 0, as
     /// transformers' `logits_to_keep`): `final_norm(rows, weight)` then lm_head, only for those
-    /// rows (section 8).
+    /// rows (section 8). In bf16 the logits are bf16 values, as transformers returns them.
     pub fn logits(&self, x: &mut [f32], logits_to_keep: usize, final_norm: impl Fn(&mut [f32], &[f32])) -> Vec<f32> {
         let t = x.len() / self.hidden_size;
         let keep = if logits_to_keep == 0 { t } else { logits_to_keep.min(t) };
         let last = &mut x[(t - keep) * self.hidden_size..];
         final_norm(last, &self.norm);
-        self.lm_head.forward(last)
+        self.lm_head.forward(last, self.precision)
+    }
+
+    /// The logits of chosen rows `x[rows[b]]` of `x [T, H]`: the last row of each sequence in a
+    /// batch; `final_norm` as in [`LmEnds::logits`].
+    pub fn logits_of_rows(&self, x: &[f32], rows: &[usize], final_norm: impl Fn(&mut [f32], &[f32])) -> Vec<f32> {
+        let h = self.hidden_size;
+        let mut picked: Vec<f32> = rows.iter().flat_map(|&r| &x[r * h..(r + 1) * h]).copied().collect();
+        final_norm(&mut picked, &self.norm);
+        self.lm_head.forward(&picked, self.precision)
     }
 }
 

@@ -1,11 +1,16 @@
-//! Building blocks the model files share: f32 weights read from a checkpoint, linear layers,
-//! the plain-weight RMSNorm, and the embedding / final norm / lm_head ends of a causal LM.
+//! Building blocks the model files share: weights read in place from the checkpoint and the
+//! compute precision, linear layers, the plain-weight RMSNorm, the MoE block, and the embedding /
+//! final norm / lm_head ends of a causal LM.
 pub mod linear;
 pub mod lm_ends;
+pub mod moe;
 pub mod norm;
+pub mod rope;
 pub mod weights;
 
-pub use linear::Linear;
+pub use linear::{Linear, Rows};
 pub use lm_ends::{eos_token_ids, Input, LmEnds};
+pub use moe::MoeBlock;
 pub use norm::rms_norm_inplace;
-pub use weights::load_f32;
+pub use rope::Rope;
+pub use weights::{round_bf16, Loader, Precision, Weight};
