@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench-results
 mkdir -p "$out"
-PYTHON=${PYTHON:-$(command -v python)}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 export PYTHON
 
 llama_ok=1

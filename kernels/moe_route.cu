@@ -3,7 +3,7 @@
 // one group (moe_gemm.cu). Reference twin: rio_cpu::moe::router::select_experts (same order of
 // operations, ties to the lower expert index), and torch.softmax + torch.topk in the tests.
 //
-// No assumption on E or k beyond E * 4 bytes of dynamic shared memory (E <= 12288) and k <= E.
+// No assumption on E or k beyond E * 4 bytes of dynamic shared memory (E <= 12000) and k <= E.
 #include "common.cuh"
 
 using namespace rio;

@@ -28,7 +28,7 @@ for cu in kernels/*.cu; do
     for sm in 80 90; do
         log="$out/$name.sm_$sm.log"
         if ! "$nvcc" "${flags[@]}" -arch=sm_$sm -cubin -Xptxas -v,-warn-spills,-warn-lmem-usage -o "$out/$name.sm_$sm.cubin" "$cu" >"$log" 2>&1; then
-            echo "FAILED: $cu for sm_$sm"; cat "$log"; failed=1; continue
+            echo "FAILED: $cu for sm_$sm"; grep -v "^ptxas info\|bytes stack frame\|^ *$" "$log"; failed=1; continue
         fi
         if grep -qi "warning" "$log"; then
             echo "WARNING treated as error: $cu for sm_$sm"; grep -i "warning" "$log"; failed=1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,42 @@ def test_bench_decode_with_transformers(tiny_checkpoint, capsys):
     assert check["rio_vs_transformers_max_abs_logit_diff"] < 0.1 * max(check["logit_scale"], 1e-3) + 0.05
     table = decode.format_table(doc)
     assert "rio/tf" in table and "transformers" in table
+
+
+FAKE_LLAMA_BENCH = """#!{python}
+import json, sys
+if sys.argv[1:] == ["--version"]:
+    sys.exit("version: 0 (stand-in)")
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+if {fail!r}:
+    sys.exit("llama-bench: cannot load model")
+# 1 ms per prompt token, 10 ms per generated token (llama-bench reports ns per repetition)
+print(json.dumps([{{"n_prompt": int(args["-p"]), "n_gen": int(args["-n"]), "n_depth": int(args["-d"]),
+                   "samples_ns": [int(args["-p"]) * 1000000 + int(args["-n"]) * 10000000]}}]))
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_bench_decode_reads_llama_bench_json(tiny_checkpoint, tmp_path, capsys, fail):
+    """The llama.cpp plumbing against a stand-in llama-bench with known timings (or one that fails)."""
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable, fail=fail))
+    fake.chmod(0o755)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    doc = _run_json(["--model", str(tiny_checkpoint), "--systems", "llama.cpp,rio", "--llama-bench", str(fake), "--gguf", str(gguf), *FAST], capsys)
+    llama = {(r["phase"], r["tokens"]): r for r in doc["rows"] if r["system"] == "llama.cpp"}
+    if fail:
+        assert not llama and [s["system"] for s in doc["skipped"]] == ["llama.cpp"]
+        assert "cannot load model" in doc["skipped"][0]["reason"]
+        return
+    assert doc["llama_cpp"]["version"] == "version: 0 (stand-in)"
+    assert llama[("prefill", 4)]["tok_s"] == pytest.approx(1000.0)
+    assert llama[("prefill", 9)]["tok_s"] == pytest.approx(1000.0)
+    assert llama[("decode", 3)]["tok_s"] == pytest.approx(100.0)
+    ratios = {(r["phase"], r["tokens"]): r["ratio"] for r in doc["ratios"] if r["vs"] == "llama.cpp"}
+    rio = {(r["phase"], r["tokens"]): r["tok_s"] for r in doc["rows"] if r["system"] == "rio_rt"}
+    assert ratios[("decode", 3)] == pytest.approx(rio[("decode", 3)] / 100.0)
 
 
 def test_bench_decode_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):

@@ -36,11 +36,18 @@ def qwen3moe(tiny_qwen3moe):
 
 def hf_greedy(hf, prompt, n):
     """transformers greedy decoding of exactly n tokens (no EOS stop) and its raw logits."""
-    from transformers import GenerationConfig
-    config = GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=0, eos_token_id=None, pad_token_id=0)
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt]), generation_config=config, return_dict_in_generate=True, output_logits=True)
+    # transformers falls back to the model's generation_config for a None eos_token_id, so the
+    # model's own is cleared for the call (the fixture is shared: restored after).
+    saved = hf.generation_config.eos_token_id
+    hf.generation_config.eos_token_id = None
+    try:
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, pad_token_id=0,
+                              return_dict_in_generate=True, output_logits=True)
+    finally:
+        hf.generation_config.eos_token_id = saved
     tokens = out.sequences[0, len(prompt):].tolist()
+    assert len(tokens) == n
     logits = torch.stack([step[0] for step in out.logits]).double()
     return tokens, logits
 

@@ -263,3 +263,56 @@ def test_bad_inputs_raise_clear_errors(checkpoints, loaded, tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(rio_rt.ConfigError, match="num_experts_per_tok"):
         rio_rt.Model.from_pretrained(broken)
+
+
+# --- YaRN (spec 2.2): inv_freq and the attention factor as transformers computes them ---------
+
+YARN_CASES = [
+    dict(factor=4.0, original_max_position_embeddings=32),
+    dict(factor=8.0, original_max_position_embeddings=64, beta_fast=16, beta_slow=2, truncate=False),
+    dict(factor=2.0, original_max_position_embeddings=16, mscale=0.707, mscale_all_dim=0.5),
+    dict(factor=3.0, original_max_position_embeddings=16, attention_factor=1.25),
+    dict(factor=16.0, original_max_position_embeddings=8, mscale=1.0),  # mscale alone: the factor's default
+]
+
+
+def _yarn_checkpoint(tmp_path, case, seed=4):
+    from tiny_models import build_qwen35
+    rope = dict(rope_type="yarn", rope_theta=1e7, partial_rotary_factor=0.25, mrope_section=[3, 3, 2],
+                mrope_interleaved=True, **case)
+    return build_qwen35(tmp_path, seed=seed, rope_parameters=rope, max_position_embeddings=128)
+
+
+@pytest.mark.parametrize("case", range(len(YARN_CASES)))
+def test_yarn_inv_freq_and_attention_factor_match_transformers(tmp_path, case):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    hf = _yarn_checkpoint(tmp_path, YARN_CASES[case])
+    want_freq, want_factor = ROPE_INIT_FUNCTIONS["yarn"](hf.config)
+    got_freq, got_factor = rio_rt.Model.from_pretrained(tmp_path)._native.rope()
+    np.testing.assert_allclose(np.array(got_freq), want_freq.numpy(), rtol=1e-6, atol=0)
+    assert got_factor == pytest.approx(want_factor, rel=1e-6)
+    assert want_factor != 1.0
+
+
+def test_yarn_logits_match_transformers_and_the_legacy_rope_scaling_key(tmp_path):
+    """A prefill longer than original_max_position_embeddings, then cached steps, in fp32; the
+    same config written the transformers 4 way (`rope_scaling` + flat `rope_theta`) loads the
+    same model."""
+    hf = _yarn_checkpoint(tmp_path, YARN_CASES[0])
+    model = rio_rt.Model.from_pretrained(tmp_path, dtype="float32")
+    ids = _ids(PREFILL + 4, seed=11)
+    want = _hf_logits(hf, ids)
+    cache = model.new_cache()
+    got = np.concatenate([model.forward(ids[:PREFILL], cache=cache)] +
+                         [model.forward(ids[t:t + 1], cache=cache) for t in range(PREFILL, len(ids))])
+    assert _max_diff(got, want) <= TOL
+    config = json.loads((tmp_path / "config.json").read_text())
+    params = config.pop("rope_parameters")
+    config["rope_theta"] = params.pop("rope_theta")
+    config["partial_rotary_factor"] = params.pop("partial_rotary_factor")
+    config["rope_scaling"] = {"type": params.pop("rope_type"), **params}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps(config))
+    (legacy / "model.safetensors").symlink_to(tmp_path / "model.safetensors")
+    np.testing.assert_array_equal(rio_rt.Model.from_pretrained(legacy, dtype="float32").forward(ids[:PREFILL]), got[:PREFILL])

@@ -291,6 +291,7 @@ TOJSON_TEMPLATE = (
     "{{ bos_token }}{%- for m in messages %}[{{ m.role }}]{{ m.content }}"
     "{%- for c in m.tool_calls or [] %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}"
     "{%- endfor %}|{{ extra | tojson(indent=2) }}|{{ extra | tojson(sort_keys=true) }}|{{ eos_token }}|{{ tools }}"
+    "|{{ flag }}|{{ not flag }}|{{ 1.5 }}|{{ 7 // 2 }}"
 )
 
 
@@ -310,9 +311,11 @@ def test_tojson_special_tokens_and_variables_equal_transformers(tmp_path):
                 "city": "Zürich \"quoted\" \\ 🚀", "days": 3, "ratio": 0.1, "tiny": 1.5e-7, "big": 1e20,
                 "flags": [True, False, None], "nested": {"b": 1, "a": [1.0, -2.5]}}}}]},
     ]
-    extra = {"z": 1, "ünï": "line\nbreak\ttab\x01", "list": [], "obj": {}, "f": 2.0}
-    want = hf.apply_chat_template(messages, tokenize=False, extra=extra)
-    assert tok.apply_chat_template(messages, extra=extra) == want
+    extra = {"z": 1, "ünï": "line\nbreak\ttab\x01", "list": [], "obj": {}, "f": 2.0,
+             "np": [np.int64(7), np.float32(0.5), np.bool_(False)]}
+    want = hf.apply_chat_template(messages, tokenize=False, extra=extra, flag=True)
+    assert "|None|True|False|1.5|3" in want
+    assert tok.apply_chat_template(messages, extra=extra, flag=True) == want
 
 
 def test_template_errors(qwen_folder):

@@ -9,7 +9,8 @@
 #   benches/llama_cpp/build.sh [DEST]          # DEST defaults to bench-results/llama.cpp (gitignored)
 # Env: PYTHON (default: .venv/bin/python, else python3), LLAMA_CPP_PYTHON_VERSION (default: newest on PyPI),
 #      JOBS (parallel compile jobs, default: nproc), NICE (default 19: the build is long and runs in the background).
-# Idempotent: a finished build (DEST/.built naming the version) is reused; delete DEST to rebuild.
+# Idempotent: a finished build (DEST/.built naming the version) is reused unless another
+# LLAMA_CPP_PYTHON_VERSION is asked for; delete DEST to rebuild.
 # Result: DEST/bin/llama-bench, DEST/convert/convert_hf_to_gguf.py (+ conversion/, gguf-py/), DEST/VERSION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,18 +22,20 @@ jobs=${JOBS:-$(nproc)}
 nice_level=${NICE:-19}
 mkdir -p "$dest"
 
-if [[ -f "$dest/.built" && -x "$dest/bin/llama-bench" ]]; then
+wanted=llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION:-}
+if [[ -f "$dest/.built" && -x "$dest/bin/llama-bench" && ( -z "${LLAMA_CPP_PYTHON_VERSION:-}" || "$(cat "$dest/.built")" == "$wanted" ) ]]; then
   echo "llama.cpp already built: $(cat "$dest/.built") in $dest" >&2
   exit 0
 fi
 
 # 1. The source package (only llama-cpp-python itself from source: its build deps may be wheels).
 spec=llama-cpp-python${LLAMA_CPP_PYTHON_VERSION:+==$LLAMA_CPP_PYTHON_VERSION}
-if ! ls "$dest"/dl/llama_cpp_python-*.tar.gz > /dev/null 2>&1; then
+pattern="$dest/dl/llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION:-*}.tar.gz"
+if ! ls $pattern > /dev/null 2>&1; then
   echo "fetching the $spec source package" >&2
   "$PYTHON" -m pip download "$spec" --no-binary llama-cpp-python --no-deps -d "$dest/dl" -q
 fi
-sdist=$(ls "$dest"/dl/llama_cpp_python-*.tar.gz | sort -V | tail -1)
+sdist=$(ls $pattern | sort -V | tail -1)
 version=$(basename "$sdist" .tar.gz)
 src=$dest/src/$version
 if [[ ! -d "$src/vendor/llama.cpp" ]]; then

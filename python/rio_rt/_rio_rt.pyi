@@ -149,6 +149,8 @@ class Model:
         """``"bfloat16"`` or ``"float32"``: the dtype the forward computes in."""
     def rope(self) -> tuple[list[float], float]:
         """``(inv_freq, attention_scaling)`` of the attention layers' RoPE (YaRN included)."""
+    def forward_batch(self, ids: list[Array], caches: list[ModelCache]) -> Array:
+        """``ids[b]`` (1-D) continues ``caches[b]``; float32 logits ``(B, V)`` of each last new position."""
     @property
     def vocab_size(self) -> int: ...
     @property
@@ -287,3 +289,6 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int, min_frequency: int = 
 
 def checkpoint_info(path: str) -> dict[str, Any]:
     """Config and safetensors-header summary of a checkpoint folder (see rio_rt.info.CheckpointInfo)."""
+
+def cuda_launch(name: str, grid: tuple[int, int, int], block: int, shared_bytes: int, stream: int, args: Sequence[tuple[str, Any]]) -> None:
+    """Launches an embedded kernel; ``args`` are ``(kind, value)`` with kind ptr, i32, i64 or f32."""

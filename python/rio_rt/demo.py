@@ -64,6 +64,8 @@ ADDED_TOKENS: List[Tuple[str, bool]] = [
     ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<think>", False), ("</think>", False),
 ]
 TOKENIZER_VOCAB = 1024
+#: The text is short: merge every pair seen at all, so that whole words become tokens.
+TOKENIZER_MIN_FREQUENCY = 1
 
 #: A Qwen3.5-style ChatML template: system prompt, tool responses, reasoning kept only for the
 #: assistant turns after the last user query, and the thinking switch: the generation prompt opens
@@ -164,7 +166,7 @@ RANDOM_WARNING = ("The weights are RANDOM (seeded numpy noise, never trained), s
 
 def _recipe() -> Dict[str, Any]:
     return {"version": RECIPE_VERSION, "seed": SEED, "config": DEMO_TEXT_CONFIG, "added_tokens": ADDED_TOKENS,
-            "tokenizer_vocab": TOKENIZER_VOCAB, "template": CHAT_TEMPLATE, "text": TRAINING_TEXT}
+            "tokenizer_vocab": TOKENIZER_VOCAB, "min_frequency": TOKENIZER_MIN_FREQUENCY, "template": CHAT_TEMPLATE, "text": TRAINING_TEXT}
 
 
 def recipe_key() -> str:
@@ -213,8 +215,9 @@ def write_safetensors(path: Path, tensors: Dict[str, Tuple[str, np.ndarray]]) ->
 
 def _weights(config: Dict[str, Any], vocab: int, rng: np.random.Generator) -> Dict[str, Tuple[str, np.ndarray]]:
     """Random weights for every text tensor (spec section 5 names and shapes). Matrices at half the
-    unit-variance scale; the lm_head at three times it, so that next-token distributions range from
-    flat to peaked (SwiReasoning switches on that); norms around their initial value."""
+    unit-variance scale (N(0, 0.5^2 / fan_in)); embedding, router and conv at unit scale; the lm_head
+    at three times unit scale, so that next-token distributions range from flat to peaked
+    (SwiReasoning switches on that); norms around their initial value."""
     H = config["hidden_size"]
     nh, nkv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     nk, nv = config["linear_num_key_heads"], config["linear_num_value_heads"]
@@ -280,7 +283,8 @@ def build_demo_checkpoint(folder: Path, progress: Callable[[str], None] = print)
     t0 = time.perf_counter()
     progress("  training a byte-level BPE tokenizer (Rust tokenizers BpeTrainer) on the embedded text ...")
     lines = [line for line in TRAINING_TEXT.splitlines() if line.strip()]
-    tokenizer_json = train_bpe_tokenizer(lines, TOKENIZER_VOCAB, min_frequency=2, added_tokens=ADDED_TOKENS)
+    tokenizer_json = train_bpe_tokenizer(lines, TOKENIZER_VOCAB, min_frequency=TOKENIZER_MIN_FREQUENCY,
+                                         added_tokens=ADDED_TOKENS)
     (folder / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     tokenizer_config = {
@@ -364,10 +368,10 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     print("rio_rt demo: a small Qwen3.5-MoE checkpoint.", file=out)
     print(f"NOTE: {RANDOM_WARNING}\n", file=out)
-    t0 = time.perf_counter()
     folder, built = demo_checkpoint(args.cache_dir, progress=lambda line: print(line, file=out, flush=True))
     if not built:
         print(f"Using the cached demo checkpoint in {folder}", file=out)
+    t0 = time.perf_counter()
     model = rio_rt.Model.from_pretrained(folder)
     tokenizer = model.tokenizer
     assert tokenizer is not None, "the demo checkpoint ships a tokenizer"
@@ -380,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=True)
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     print(f"Chat template (thinking on) gives {len(ids)} prompt tokens:", file=out)
-    print("  " + prompt.replace("\n", "\n  "), file=out)
+    print("  " + prompt.replace("\n", "\n  ").rstrip(" "), file=out)
 
     print(f"1) Sampled generation (temperature 0.8, top-p 0.95, seed {args.seed}), streamed:", file=out)
     print("-" * 72, file=out)
@@ -406,10 +410,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         reasoning = rio_rt.SoftThinking(cold_stop_steps=16)
         name = "SoftThinking(cold_stop_steps=16)"
-    print(f"2) {name}, greedy, with its trace (latent steps feed soft embeddings, not tokens):", file=out)
+    print(f"2) {name}, greedy, EOS ignored so that the run is long enough to switch; its trace "
+          "(latent steps feed soft embeddings, not tokens):", file=out)
     t2 = time.perf_counter()
     reasoning = rio_rt.reasoning.resolve_reasoning(reasoning, model)  # <think>/</think> ids from the tokenizer
-    result = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=0.0, reasoning=reasoning, trace=True)
+    result = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=0.0, ignore_eos=True,
+                            reasoning=reasoning, trace=True)
     dt = time.perf_counter() - t2
     print(result.trace.format_table(decode=tokenizer.decode), file=out)
     switches = result.trace.switch_steps()

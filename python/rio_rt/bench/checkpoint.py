@@ -293,7 +293,7 @@ def tokenizer_json(vocab_size: int, seed: int) -> dict:
     }
 
 
-def _tokenizer_config(shape: BenchModelShape) -> dict:
+def _tokenizer_config() -> dict:
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": 32768,
@@ -365,7 +365,7 @@ def build_checkpoint(folder: Path, shape: BenchModelShape, seed: int = 0, on_pro
         eos = shape.vocab - len(SPECIAL_TOKENS)
         (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, eos + 2], "do_sample": False}, indent=2))
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_json(shape.vocab, seed), ensure_ascii=False))
-        (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(shape), indent=2))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(), indent=2))
         (tmp / "bench_recipe.json").write_text(json.dumps({"recipe": RECIPE_VERSION, "seed": seed, "shape": asdict(shape)}, indent=2))
         write_safetensors(tmp / "model.safetensors", tensor_specs(shape), seed, on_progress)
         if folder.exists():  # another process finished first: keep its copy

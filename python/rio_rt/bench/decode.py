@@ -6,14 +6,16 @@ round measures the machine's read bandwidth and bf16 GEMM peak, then every syste
 after a `decode_depth`-token prefill), so a change in the machine's load hits every system
 alike. Rows report the median over the rounds.
 
-- rio_rt: `rio_rt.Model.forward` with a cache, one token per forward when decoding, greedy.
-- transformers: `AutoModelForCausalLM` in bf16, `torch.set_num_threads(threads)`, the same calls.
+- rio_rt: prefill `rio_rt.Model.forward` into a fresh cache; decode `rio_rt.Model.generate` (greedy,
+  EOS ignored), timed between its first and last streamed token.
+- transformers: `AutoModelForCausalLM` in bf16, `torch.set_num_threads(threads)`: prefill one call,
+  decode one call per token with the returned cache, greedy (its fastest loop: no `generate` overhead).
 - llama.cpp: `llama-bench` on a bf16 GGUF converted from the same checkpoint
   (benches/llama_cpp/build.sh builds both tools); one `-r 1` invocation per measurement, after
   llama-bench's own warm-up run, with random tokens as llama-bench draws them.
 
 Decode is judged against the floor set by memory: bytes of weights one decode step reads
-(`weight_bytes_per_token`) times tokens/s, as a % of the best read bandwidth measured in the run.
+(`model_cost`) times tokens/s, as a % of the best read bandwidth measured in the run.
 Prefill is judged against the bf16 GEMM peak (the better of rio's kernel and torch.matmul).
 """
 from __future__ import annotations
@@ -144,7 +146,7 @@ def model_cost(folder: Path) -> ModelCost:
 
 
 class RioSystem:
-    """rio_rt's model: prefill = one forward of the prompt into a fresh cache; decode = one forward per token."""
+    """rio_rt's model: prefill = one forward of the prompt into a fresh cache; decode = `generate`'s loop."""
 
     name = "rio_rt"
 
@@ -169,14 +171,14 @@ class RioSystem:
         return time.perf_counter() - start
 
     def decode_seconds(self, prompt: np.ndarray, tokens: int) -> float:
-        cache = self.model.new_cache()
-        logits = self.model.forward(prompt, cache=cache, logits_to_keep=1)
-        token = np.empty(1, dtype=np.int64)
-        start = time.perf_counter()
-        for _ in range(tokens):
-            token[0] = int(np.argmax(logits[-1]))
-            logits = self.model.forward(token, cache=cache, logits_to_keep=1)
-        return time.perf_counter() - start
+        """`Model.generate`, greedy, `tokens` + 1 new tokens: the first comes from the prefill, so
+        the time from the first streamed token to the last is `tokens` decode steps."""
+        stamps: list[float] = []
+        self.model.generate(prompt, max_new_tokens=tokens + 1, temperature=0.0, ignore_eos=True,
+                            stream=lambda event: stamps.append(time.perf_counter()))
+        if len(stamps) != tokens + 1:
+            raise RuntimeError(f"rio_rt generate streamed {len(stamps)} tokens, expected {tokens + 1}")
+        return stamps[-1] - stamps[0]
 
 
 class TransformersSystem:
@@ -201,6 +203,10 @@ class TransformersSystem:
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
+        need = model_cost(self.cfg.model).checkpoint_bytes  # transformers holds a bf16 copy of every weight
+        available = memory.available_memory_bytes()
+        if available is not None and need > 0.9 * available:
+            raise SystemUnavailable(f"needs {need / 1e9:.1f} GB of memory for its copy of the weights, {available / 1e9:.1f} GB is available")
         torch.set_num_threads(self.threads)
         hf_logging.set_verbosity_error()  # the fallback-kernel notices are known: torch's reference GDN is the peer here
         try:
@@ -385,13 +391,14 @@ def _warm_up(systems: list, skipped: list[dict], cfg: DecodeBenchConfig, cost: M
         progress.step(f"warm-up: {system.name}")
         try:
             system.load()
-        except SystemUnavailable as e:
+            logits[system.name] = system.last_logits(check_ids)
+            system.prefill_seconds(longest)
+            system.decode_seconds(check_ids, 2)
+        except (SystemUnavailable, RuntimeError) as e:
             systems.remove(system)
+            system.close()
             skipped.append({"system": system.name, "reason": str(e)})
             continue
-        logits[system.name] = system.last_logits(check_ids)
-        system.prefill_seconds(longest)
-        system.decode_seconds(check_ids, 2)
         _release_if_short_of_memory(system, cost)
     if logits.get("rio_rt") is None or logits.get("transformers") is None:
         return {}
@@ -405,6 +412,18 @@ def _random_ids(rng: np.random.Generator, cost: ModelCost, n: int) -> np.ndarray
     return rng.integers(0, cost.vocab - 8, n).astype(np.int64)
 
 
+def _measure_round(system, r: int, cfg: DecodeBenchConfig, cost: ModelCost, rng: np.random.Generator, progress: Progress,
+                   times: dict[tuple[str, str, int], list[float]]) -> None:
+    """One round of one system: prefill at each prompt length, then decode; seconds appended to `times`."""
+    system.load()
+    for p in cfg.prompt_lengths:
+        progress.step(f"round {r + 1}/{cfg.repeats}: {system.name} prefill {p}")
+        times.setdefault((system.name, "prefill", p), []).append(system.prefill_seconds(_random_ids(rng, cost, p)))
+    progress.step(f"round {r + 1}/{cfg.repeats}: {system.name} decode {cfg.decode_tokens} after {cfg.depth}")
+    seconds = system.decode_seconds(_random_ids(rng, cost, cfg.depth), cfg.decode_tokens)
+    times.setdefault((system.name, "decode", cfg.decode_tokens), []).append(seconds)
+
+
 def run(cfg: DecodeBenchConfig, progress_stream: Optional[TextIO] = None) -> dict:
     """Runs the benchmark (progress on `progress_stream`, stderr by default); returns the `--json` document."""
     cfg.model = Path(cfg.model)
@@ -414,6 +433,7 @@ def run(cfg: DecodeBenchConfig, progress_stream: Optional[TextIO] = None) -> dic
     threads = rio_rt.num_threads()
     rng = np.random.default_rng(cfg.seed)
     stream = progress_stream or sys.stderr
+    print(f"{cost.description}: {cost.bytes_per_token:,} bytes of weights read per decoded token", file=stream, flush=True)
     systems, skipped, llama_info = _make_systems(cfg, threads, stream)
     # Steps: warm-up per system, per round (peaks + per system: each prompt and decode), final peaks.
     per_system = len(cfg.prompt_lengths) + 1
@@ -427,14 +447,14 @@ def run(cfg: DecodeBenchConfig, progress_stream: Optional[TextIO] = None) -> dic
     for r in range(cfg.repeats):
         progress.step(f"round {r + 1}/{cfg.repeats}: read bandwidth and bf16 GEMM peak")
         samples.append(_peaks(cfg, use_torch))
-        for system in systems:
-            system.load()
-            for p in cfg.prompt_lengths:
-                progress.step(f"round {r + 1}/{cfg.repeats}: {system.name} prefill {p}")
-                times.setdefault((system.name, "prefill", p), []).append(system.prefill_seconds(_random_ids(rng, cost, p)))
-            progress.step(f"round {r + 1}/{cfg.repeats}: {system.name} decode {cfg.decode_tokens} after {cfg.depth}")
-            seconds = system.decode_seconds(_random_ids(rng, cost, cfg.depth), cfg.decode_tokens)
-            times.setdefault((system.name, "decode", cfg.decode_tokens), []).append(seconds)
+        for system in list(systems):
+            try:
+                _measure_round(system, r, cfg, cost, rng, progress, times)
+            except RuntimeError as e:  # e.g. llama-bench exiting: keep the other systems and the earlier rounds
+                systems.remove(system)
+                system.close()
+                skipped.append({"system": system.name, "reason": f"failed in round {r + 1}: {e}"})
+                continue
             _release_if_short_of_memory(system, cost)
     for system in systems:
         system.close()
@@ -473,7 +493,33 @@ def _machine(cfg: DecodeBenchConfig, samples: list[dict], threads: int) -> dict:
         "read_buffer_bytes": cfg.read_buffer_bytes,
         "gemm_size": cfg.gemm_size,
         "rio_isa": rio_rt.cpu_features()["active_isa"],
+        "cpu": _cpu_name(),
+        "versions": _versions(),
     }
+
+
+def _cpu_name() -> Optional[str]:
+    """The CPU model Linux reports (None elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _versions() -> dict:
+    """Versions of the systems compared (llama.cpp's is in the document's `llama_cpp`)."""
+    from importlib import metadata
+
+    out = {"rio_rt": rio_rt.__version__, "numpy": np.__version__}
+    for name in ("torch", "transformers"):
+        try:
+            out[name] = metadata.version(name)  # without importing it
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _row(system: str, phase: str, tokens: int, seconds: list[float], cost: ModelCost, cfg: DecodeBenchConfig, machine: dict) -> dict:

@@ -1,28 +1,25 @@
-// TEMPORARY experiment (H7): single-thread GEMV bandwidth by rows per call.
-use std::time::Instant;
+// TEMPORARY experiment (H7): single-thread AMX dense GEMM rate by thread CPU time.
 use rio_core::bf16;
-use rio_cpu::gemm::{matmul_nt_with, MatRef};
 use rio_cpu::features::Isa;
+use rio_cpu::gemm::{matmul_nt_with, MatRef};
+
+fn thread_cpu_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
 
 fn main() {
-    let (n, k) = (262144usize, 2048usize);
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let (m, n, k) = (args[0], args[1], args[2]);
     let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(((i * 7919) % 1000) as f32 * 1e-3)).collect();
-    let x: Vec<bf16> = (0..8 * k).map(|i| bf16::from_f32((i % 13) as f32 * 0.1)).collect();
-    let mut out = vec![0f32; 8 * n];
-    let wm = MatRef::from_slice(&w, n, k);
-    for rows in [1usize, 8] {
-        let xm = MatRef::from_slice(&x, rows, k);
-        for per_call in [32usize, 256, 262144] {
-            let mut best = f64::INFINITY;
-            for _ in 0..3 {
-                let t = Instant::now();
-                for n0 in (0..n).step_by(per_call) {
-                    let len = per_call.min(n - n0);
-                    matmul_nt_with(Isa::Amx, xm, wm.rows_range(n0, len), &mut out[n0..], n);
-                }
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            println!("rows {rows} per_call {per_call:6}: {:.1} GB/s", (n * k * 2) as f64 / best / 1e9);
-        }
+    let x: Vec<bf16> = (0..m * k).map(|i| bf16::from_f32((i % 13) as f32 * 0.1)).collect();
+    let mut out = vec![0f32; m * n];
+    let (xm, wm) = (MatRef::from_slice(&x, m, k), MatRef::from_slice(&w, n, k));
+    let mut best = f64::INFINITY;
+    for _ in 0..15 {
+        let t = thread_cpu_ns();
+        matmul_nt_with(Isa::Amx, xm, wm, &mut out, n);
+        best = best.min((thread_cpu_ns() - t) as f64 * 1e-9);
     }
+    println!("{m}x{n}x{k}: {:.0} GFLOP/s per core (thread CPU time)", 2.0 * (m * n * k) as f64 / best / 1e9);
 }

@@ -15,7 +15,7 @@ const TC_SMEM: u32 = 3 * 2 * 128 * 32 * 2;
 /// Up to this many tokens, `moe_forward` takes the decode path (weights streamed once per expert).
 pub const DECODE_MAX_TOKENS: usize = 64;
 /// The router kernel keeps one row of E fp32 probabilities in shared memory.
-const MAX_EXPERTS: usize = 12288;
+const MAX_EXPERTS: usize = 12000;
 
 /// The CUDA backend on device 0, issuing work on one stream.
 #[derive(Debug)]

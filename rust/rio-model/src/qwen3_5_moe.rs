@@ -60,17 +60,17 @@ impl GatedAttention {
         })
     }
 
-    /// `x [T, H]` at positions `kv.len()..`; appends to `kv`.
-    fn forward(&self, x: &Rows<'_>, kv: &mut KvCache) -> Vec<f32> {
+    /// `x [N, H]`: the new rows of several sequences, `lens[b]` rows of sequence b in turn, at
+    /// positions `kvs[b].len()..`; appends to each `kvs[b]`. Projections run once over all rows.
+    fn forward(&self, x: &Rows<'_>, lens: &[usize], kvs: &mut [&mut KvCache]) -> Vec<f32> {
         let (n_h, n_kv, d, pr) = (self.n_h, self.n_kv, self.d, self.precision);
-        let past = kv.len();
         let qg = self.q_proj.forward_rows(x);
         let k_raw = self.k_proj.forward_rows(x);
         let v = self.v_proj.forward_rows(x);
-        let t = x.len();
+        let n = x.len();
         // 2.1 step 1: per head, rows [2d·h, 2d·h+d) are the query and the next d the gate.
-        let mut q_raw = vec![0f32; t * n_h * d];
-        let mut gate = vec![0f32; t * n_h * d];
+        let mut q_raw = vec![0f32; n * n_h * d];
+        let mut gate = vec![0f32; n * n_h * d];
         for (i, pair) in qg.chunks_exact(2 * d).enumerate() {
             q_raw[i * d..(i + 1) * d].copy_from_slice(&pair[..d]);
             gate[i * d..(i + 1) * d].copy_from_slice(&pair[d..]);
@@ -79,12 +79,20 @@ impl GatedAttention {
         let (mut q, mut k) = (vec![0f32; q_raw.len()], vec![0f32; k_raw.len()]);
         rms_norm_1p(&q_raw, &self.q_norm, self.eps, pr, &mut q);
         rms_norm_1p(&k_raw, &self.k_norm, self.eps, pr, &mut k);
-        self.rope.apply(&mut q, n_h * d, d, past, pr);
-        self.rope.apply(&mut k, n_kv * d, d, past, pr);
-        // Steps 4-5.
-        kv.append(&k, &v);
+        // Steps 3-5 per sequence, at its own positions and over its own cache.
         let mut out = vec![0f32; q.len()];
-        attention::causal_gqa(&q, kv.keys(), kv.values(), n_h, n_kv, d, pr == Precision::Bf16, &mut out);
+        let (q_w, kv_w) = (n_h * d, n_kv * d);
+        let mut first = 0;
+        for (&len, kv) in lens.iter().zip(kvs.iter_mut()) {
+            let rows = first..first + len;
+            let (qs, ks) = (&mut q[rows.start * q_w..rows.end * q_w], &mut k[rows.start * kv_w..rows.end * kv_w]);
+            self.rope.apply(qs, q_w, d, kv.len(), pr);
+            self.rope.apply(ks, kv_w, d, kv.len(), pr);
+            kv.append(ks, &v[rows.start * kv_w..rows.end * kv_w]);
+            let os = &mut out[rows.start * q_w..rows.end * q_w];
+            attention::causal_gqa(qs, kv.keys(), kv.values(), n_h, n_kv, d, pr == Precision::Bf16, os);
+            first = rows.end;
+        }
         // Steps 6-7: the sigmoid gate is a tensor of the activation dtype.
         for (o, &g) in out.iter_mut().zip(&gate) {
             *o = pr.round1(*o * pr.round1(sigmoid(g)));
@@ -139,25 +147,29 @@ impl GatedDeltaNet {
         })
     }
 
-    /// `x [T, H]`, continuing from `state`.
-    fn forward(&self, x: &Rows<'_>, state: &mut GdnState) -> Vec<f32> {
+    /// `x [N, H]`: the new rows of several sequences, `lens[b]` rows of sequence b in turn,
+    /// each continuing from `states[b]`. Projections and norms run once over all rows.
+    fn forward(&self, x: &Rows<'_>, lens: &[usize], states: &mut [&mut GdnState]) -> Vec<f32> {
         let (n_k, n_v, d_k, pr) = (self.n_k, self.n_v, self.d_k, self.precision);
         let key_dim = n_k * d_k;
-        let bf16 = pr == Precision::Bf16;
         // 3.1 steps 1-2.
         let qkv = self.in_proj_qkv.forward_rows(x);
         let z = self.in_proj_z.forward_rows(x);
         let b = self.in_proj_b.forward_rows(x);
         let a = self.in_proj_a.forward_rows(x);
         let channels = self.in_proj_qkv.out_features;
-        let t = x.len();
         let mut y = vec![0f32; qkv.len()];
-        conv::causal_conv1d_silu(&qkv, &self.conv_weight, self.kernel, &mut state.conv, bf16, &mut y);
-
-        // Steps 3-4: split, L2-normalise q and k per head (f32, in the kernel in transformers),
+        let mut first = 0;
+        for (&len, state) in lens.iter().zip(states.iter_mut()) {
+            let span = first * channels..(first + len) * channels;
+            conv::causal_conv1d_silu(&qkv[span.clone()], &self.conv_weight, self.kernel, &mut state.conv, pr == Precision::Bf16, &mut y[span]);
+            first += len;
+        }
+        // Steps 3-4: split, L2-normalise q and k per head (in f32, inside transformers' kernel),
         // scale q.
+        let n = x.len();
         let scale = 1.0 / (d_k as f32).sqrt();
-        let (mut q, mut k, mut v) = (Vec::with_capacity(t * key_dim), Vec::with_capacity(t * key_dim), Vec::new());
+        let (mut q, mut k, mut v) = (Vec::with_capacity(n * key_dim), Vec::with_capacity(n * key_dim), Vec::with_capacity(y.len()));
         for row in y.chunks_exact(channels) {
             q.extend_from_slice(&row[..key_dim]);
             k.extend_from_slice(&row[key_dim..2 * key_dim]);
@@ -169,9 +181,17 @@ impl GatedDeltaNet {
         // Step 6: β from the projection in the activation dtype, the log-decay g in f32.
         let beta: Vec<f32> = b.iter().map(|&x| pr.round1(sigmoid(x))).collect();
         let g: Vec<f32> = a.iter().enumerate().map(|(i, &x)| -self.a_log[i % n_v].exp() * softplus(x + self.dt_bias[i % n_v])).collect();
-        // Steps 5 and 7, every value head in parallel; the kernel's output is cast back.
+        // Steps 5 and 7 per sequence, every value head in parallel; the output is cast back.
         let mut o = vec![0f32; v.len()];
-        gated_delta::gated_delta_heads(&mut state.recurrent, &q, &k, &v, &g, &beta, n_k, n_v, &mut o);
+        let (v_w, qk_w) = (v.len() / n, key_dim);
+        let mut first = 0;
+        for (&len, state) in lens.iter().zip(states.iter_mut()) {
+            let (r, h) = (first..first + len, first * n_v..(first + len) * n_v);
+            let (qs, ks) = (&q[r.start * qk_w..r.end * qk_w], &k[r.start * qk_w..r.end * qk_w]);
+            let vs = &v[r.start * v_w..r.end * v_w];
+            gated_delta::gated_delta_heads(&mut state.recurrent, qs, ks, vs, &g[h.clone()], &beta[h], n_k, n_v, &mut o[r.start * v_w..r.end * v_w]);
+            first = r.end;
+        }
         pr.round(&mut o);
         // Steps 8-9.
         match pr {
@@ -230,16 +250,24 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &mut [f32], cache: &mut LayerCache) -> Result<()> {
+    /// `x [N, H]`: `lens[b]` rows of sequence b in turn, continuing `caches[b]` (this layer's).
+    fn forward(&self, x: &mut [f32], lens: &[usize], caches: Vec<&mut LayerCache>) -> Result<()> {
         let pr = self.precision;
         let mut h = vec![0f32; x.len()];
         rms_norm_1p(x, &self.input_layernorm, self.eps, pr, &mut h);
         let mut buf = Vec::new();
         let rows = Rows::new(&h, self.input_layernorm.len(), pr, &mut buf);
-        let mixed = match (&self.mixer, cache) {
-            (Mixer::Attention(a), LayerCache::Attention(kv)) => a.forward(&rows, kv),
-            (Mixer::DeltaNet(g), LayerCache::LinearAttention(s)) => g.forward(&rows, s),
-            _ => return Err(Error::value("cache", "does not belong to this model (layer types differ)")),
+        let wrong = || Error::value("cache", "does not belong to this model (layer types differ)");
+        let mixed = match &self.mixer {
+            Mixer::Attention(a) => {
+                let mut kvs = caches.into_iter().map(|c| if let LayerCache::Attention(kv) = c { Ok(kv) } else { Err(wrong()) }).collect::<Result<Vec<_>>>()?;
+                a.forward(&rows, lens, &mut kvs)
+            }
+            Mixer::DeltaNet(g) => {
+                let mut states =
+                    caches.into_iter().map(|c| if let LayerCache::LinearAttention(s) = c { Ok(s) } else { Err(wrong()) }).collect::<Result<Vec<_>>>()?;
+                g.forward(&rows, lens, &mut states)
+            }
         };
         // Residual additions happen in the activation dtype.
         x.iter_mut().zip(&mixed).for_each(|(a, b)| *a = pr.round1(*a + b));
@@ -319,19 +347,55 @@ impl Qwen35Moe {
     /// returns the logits `[n, V]` of the last `n = logits_to_keep` new positions (all T for 0,
     /// as transformers' `logits_to_keep`); lm_head runs only for those (section 8).
     pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
-        let mut x = self.ends.input_rows(input)?;
-        if !cache.fits(&self.config) {
-            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
-        }
-        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            layer.forward(&mut x, lc)?;
-        }
-        cache.advance(x.len() / self.config.hidden_size);
+        let (mut x, _) = self.run(&[input], &mut [cache])?;
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
         Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| {
             norm::rms_norm_1p_inplace(rows, w, eps);
             pr.round(rows);
         }))
+    }
+
+    /// Sequence b continues `caches[b]` with `inputs[b]`; returns the logits `[B, V]` of each
+    /// sequence's last new position. Projections and MoE run once over the rows of all
+    /// sequences, attention and Gated DeltaNet per sequence; the results equal separate
+    /// [`Qwen35Moe::forward`] calls.
+    pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
+        let (x, lens) = self.run(inputs, caches)?;
+        let last: Vec<usize> = lens.iter().scan(0, |end, &len| {
+            *end += len;
+            Some(*end - 1)
+        }).collect();
+        let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
+        Ok(self.ends.logits_of_rows(&x, &last, |rows, w| {
+            norm::rms_norm_1p_inplace(rows, w, eps);
+            pr.round(rows);
+        }))
+    }
+
+    /// The decoder layers over the rows of every input; returns the final hidden rows `[N, H]`
+    /// (before the final norm) and the row count of each input.
+    fn run(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<(Vec<f32>, Vec<usize>)> {
+        if inputs.len() != caches.len() || inputs.is_empty() {
+            return Err(Error::value("caches", format!("{} inputs need as many caches, got {}", inputs.len(), caches.len())));
+        }
+        if caches.iter().any(|c| !c.fits(&self.config)) {
+            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
+        }
+        let h = self.config.hidden_size;
+        let mut x = Vec::new();
+        let mut lens = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let rows = self.ends.input_rows(*input)?;
+            lens.push(rows.len() / h);
+            x.extend(rows);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.forward(&mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
+        }
+        for (cache, &len) in caches.iter_mut().zip(&lens) {
+            cache.advance(len);
+        }
+        Ok((x, lens))
     }
 }
 
@@ -365,5 +429,8 @@ impl crate::CausalLm for Qwen35Moe {
     }
     fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
         Qwen35Moe::forward(self, input, cache, logits_to_keep)
+    }
+    fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
+        Qwen35Moe::forward_batch(self, inputs, caches)
     }
 }

@@ -53,20 +53,28 @@ impl Attention {
         })
     }
 
-    /// `x [T, H]` at positions `kv.len()..`; appends to `kv`.
-    fn forward(&self, x: &Rows<'_>, kv: &mut KvCache) -> Vec<f32> {
+    /// `x [N, H]`: `lens[b]` rows of sequence b in turn, at positions `kvs[b].len()..`;
+    /// appends to each `kvs[b]`. Projections run once over all rows.
+    fn forward(&self, x: &Rows<'_>, lens: &[usize], kvs: &mut [&mut KvCache]) -> Vec<f32> {
         let (n_h, n_kv, d, pr) = (self.n_h, self.n_kv, self.d, self.precision);
-        let past = kv.len();
         let mut q = self.q_proj.forward_rows(x);
         let mut k = self.k_proj.forward_rows(x);
         let v = self.v_proj.forward_rows(x);
         rms_norm_inplace(&mut q, &self.q_norm, self.eps, pr);
         rms_norm_inplace(&mut k, &self.k_norm, self.eps, pr);
-        self.rope.apply(&mut q, n_h * d, d, past, pr);
-        self.rope.apply(&mut k, n_kv * d, d, past, pr);
-        kv.append(&k, &v);
         let mut out = vec![0f32; q.len()];
-        attention::causal_gqa(&q, kv.keys(), kv.values(), n_h, n_kv, d, pr == Precision::Bf16, &mut out);
+        let (q_w, kv_w) = (n_h * d, n_kv * d);
+        let mut first = 0;
+        for (&len, kv) in lens.iter().zip(kvs.iter_mut()) {
+            let rows = first..first + len;
+            let (qs, ks) = (&mut q[rows.start * q_w..rows.end * q_w], &mut k[rows.start * kv_w..rows.end * kv_w]);
+            self.rope.apply(qs, q_w, d, kv.len(), pr);
+            self.rope.apply(ks, kv_w, d, kv.len(), pr);
+            kv.append(ks, &v[rows.start * kv_w..rows.end * kv_w]);
+            let os = &mut out[rows.start * q_w..rows.end * q_w];
+            attention::causal_gqa(qs, kv.keys(), kv.values(), n_h, n_kv, d, pr == Precision::Bf16, os);
+            first = rows.end;
+        }
         self.o_proj.forward(&out, pr)
     }
 }
@@ -138,15 +146,20 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &mut [f32], cache: &mut LayerCache) -> Result<()> {
-        let LayerCache::Attention(kv) = cache else {
-            return Err(Error::value("cache", "does not belong to this model (layer types differ)"));
-        };
+    /// `x [N, H]`: `lens[b]` rows of sequence b in turn, continuing `caches[b]` (this layer's).
+    fn forward(&self, x: &mut [f32], lens: &[usize], caches: Vec<&mut LayerCache>) -> Result<()> {
+        let mut kvs = caches
+            .into_iter()
+            .map(|c| match c {
+                LayerCache::Attention(kv) => Ok(kv),
+                _ => Err(Error::value("cache", "does not belong to this model (layer types differ)")),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let (pr, hidden) = (self.precision, self.input_layernorm.len());
         let mut h = x.to_vec();
         rms_norm_inplace(&mut h, &self.input_layernorm, self.eps, pr);
         let mut buf = Vec::new();
-        let attended = self.self_attn.forward(&Rows::new(&h, hidden, pr, &mut buf), kv);
+        let attended = self.self_attn.forward(&Rows::new(&h, hidden, pr, &mut buf), lens, &mut kvs);
         x.iter_mut().zip(&attended).for_each(|(a, b)| *a = pr.round1(*a + b));
         h.copy_from_slice(x);
         rms_norm_inplace(&mut h, &self.post_attention_layernorm, self.eps, pr);
@@ -225,16 +238,49 @@ impl Qwen3Moe {
     /// Runs T new tokens (or embeddings) after what `cache` has seen and returns the logits
     /// `[n, V]` of the last `n = logits_to_keep` new positions (all T for 0).
     pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
-        let mut x = self.ends.input_rows(input)?;
-        if !cache.has_layout_of(&self.new_cache()) {
-            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
-        }
-        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            layer.forward(&mut x, lc)?;
-        }
-        cache.advance(x.len() / self.config.hidden_size);
+        let (mut x, _) = self.run(&[input], &mut [cache])?;
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
         Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
+    }
+
+    /// Sequence b continues `caches[b]` with `inputs[b]`; returns the logits `[B, V]` of each
+    /// sequence's last new position. Projections and MoE run once over the rows of all
+    /// sequences, attention per sequence; the results equal separate [`Qwen3Moe::forward`] calls.
+    pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
+        let (x, lens) = self.run(inputs, caches)?;
+        let last: Vec<usize> = lens.iter().scan(0, |end, &len| {
+            *end += len;
+            Some(*end - 1)
+        }).collect();
+        let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
+        Ok(self.ends.logits_of_rows(&x, &last, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
+    }
+
+    /// The decoder layers over the rows of every input; returns the final hidden rows `[N, H]`
+    /// (before the final norm) and the row count of each input.
+    fn run(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<(Vec<f32>, Vec<usize>)> {
+        if inputs.len() != caches.len() || inputs.is_empty() {
+            return Err(Error::value("caches", format!("{} inputs need as many caches, got {}", inputs.len(), caches.len())));
+        }
+        let layout = self.new_cache();
+        if caches.iter().any(|c| !c.has_layout_of(&layout)) {
+            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
+        }
+        let h = self.config.hidden_size;
+        let mut x = Vec::new();
+        let mut lens = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let rows = self.ends.input_rows(*input)?;
+            lens.push(rows.len() / h);
+            x.extend(rows);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.forward(&mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
+        }
+        for (cache, &len) in caches.iter_mut().zip(&lens) {
+            cache.advance(len);
+        }
+        Ok((x, lens))
     }
 }
 
@@ -268,5 +314,8 @@ impl crate::CausalLm for Qwen3Moe {
     }
     fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
         Qwen3Moe::forward(self, input, cache, logits_to_keep)
+    }
+    fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
+        Qwen3Moe::forward_batch(self, inputs, caches)
     }
 }

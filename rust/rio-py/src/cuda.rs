@@ -18,6 +18,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_moe_dispatch, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_grouped_gemm, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_moe_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_launch, m)?)?;
     Ok(())
 }
 
@@ -207,4 +208,39 @@ fn cuda_moe_forward(
     let xv = xt.view();
     let mut ov = ot.view_mut();
     py.detach(|| b.moe_forward(&xv, &weights, router_config(top_k, renormalize), &mut ov)).map_err(to_py)
+}
+
+/// Launches embedded kernel `name`: `args` are `(kind, value)` pairs with kind "ptr" (a device
+/// address), "i32", "i64" or "f32", in the kernel's parameter order. For tests and the decode
+/// kernels that the model's GPU forward does not call yet; the Python wrapper builds `args`.
+#[pyfunction]
+#[pyo3(signature = (name, grid, block, shared_bytes, stream, args))]
+fn cuda_launch(
+    py: Python<'_>,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: u32,
+    shared_bytes: u32,
+    stream: u64,
+    args: Vec<(String, Bound<'_, PyAny>)>,
+) -> PyResult<()> {
+    use rio_cuda::KernelArg;
+    let args = args
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, value))| {
+            Ok(match kind.as_str() {
+                "ptr" => KernelArg::Ptr(value.extract()?),
+                "i32" => KernelArg::I32(value.extract()?),
+                "i64" => KernelArg::I64(value.extract()?),
+                "f32" => KernelArg::F32(value.extract()?),
+                other => return Err(PyValueError::new_err(format!("args[{i}]: kind must be ptr, i32, i64 or f32, got {other:?}"))),
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    if block == 0 || block > 1024 {
+        return Err(PyValueError::new_err(format!("block: must be in 1..=1024 threads, got {block}")));
+    }
+    // SAFETY: the caller (rio_rt.cuda.launch) passes device tensors matching the kernel signature.
+    py.detach(|| unsafe { rio_cuda::launch(name, grid, block, shared_bytes, stream, &args) }).map_err(to_py)
 }

@@ -111,6 +111,37 @@ impl Model {
         Cache { inner: self.inner.as_lm().new_cache() }
     }
 
+    /// One step for several sequences: `ids[b]` (1-D int ids, lengths may differ) continues
+    /// `caches[b]`. Returns float32 logits `(B, V)` of each sequence's last new position.
+    fn forward_batch<'py>(&self, py: Python<'py>, ids: Vec<Bound<'py, PyAny>>, caches: Vec<Bound<'py, Cache>>) -> PyResult<Bound<'py, PyAny>> {
+        let v = self.inner.as_lm().vocab_size();
+        if ids.len() != caches.len() || ids.is_empty() {
+            return Err(PyValueError::new_err(format!("forward_batch: {} id arrays need as many caches, got {}", ids.len(), caches.len())));
+        }
+        let mut tokens = Vec::with_capacity(ids.len());
+        for (b, seq) in ids.iter().enumerate() {
+            let arg = format!("ids[{b}]");
+            let t = borrow(seq, &arg, &[DType::I32, DType::I64])?;
+            if t.shape().len() != 1 || t.shape()[0] == 0 {
+                return Err(PyValueError::new_err(format!("{arg}: expected a non-empty 1-D array of token ids, got shape {:?}", t.shape())));
+            }
+            let all = t.to_i64_vec();
+            if let Some((i, bad)) = all.iter().enumerate().find(|(_, &x)| x < 0 || x as u64 >= v as u64) {
+                return Err(PyValueError::new_err(format!("{arg}: token id {bad} at index {i} is outside the vocabulary of {v}")));
+            }
+            tokens.push(all.into_iter().map(|x| x as u32).collect::<Vec<u32>>());
+        }
+        let mut borrowed = caches
+            .iter()
+            .map(|c| c.try_borrow_mut().map_err(|_| PyValueError::new_err("caches: a cache is given twice or is in use by another call")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut states: Vec<&mut ModelCache> = borrowed.iter_mut().map(|c| &mut c.inner).collect();
+        let inputs: Vec<Input<'_>> = tokens.iter().map(|t| Input::Tokens(t)).collect();
+        let model = self.inner.clone();
+        let logits = py.detach(|| model.as_lm().forward_batch(&inputs, &mut states)).map_err(to_py)?;
+        ArrayKind::of(&ids[0]).wrap(py, NativeTensor::from_vec(logits, &[ids.len(), v]))
+    }
+
     #[pyo3(signature = (ids=None, *, input_embeds=None, cache=None, logits_to_keep=0))]
     fn forward<'py>(
         &self,

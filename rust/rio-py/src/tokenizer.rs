@@ -66,8 +66,15 @@ fn template_value(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<Value> {
         return Ok(map_value(entries));
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let items = obj.try_iter()?.enumerate().map(|(i, item)| template_value(&item?, &format!("{path}[{i}]"))).collect::<PyResult<Vec<_>>>()?;
+        let items =
+            obj.try_iter()?.enumerate().map(|(i, item)| template_value(&item?, &format!("{path}[{i}]"))).collect::<PyResult<Vec<_>>>()?;
         return Ok(Value::from(items));
+    }
+    // numpy scalars become the Python number they hold, as transformers does.
+    if obj.get_type().module().is_ok_and(|m| m.to_str().is_ok_and(|m| m == "numpy"))
+        && obj.getattr("ndim").is_ok_and(|n| n.eq(0).unwrap_or(false))
+    {
+        return template_value(&obj.call_method0("item")?, path);
     }
     Err(PyTypeError::new_err(format!(
         "{path}: chat templates take None, bool, int, float, str, list and dict values, got {}",
@@ -240,7 +247,13 @@ impl IncrementalDecoder {
 /// its `tokenizer.json` text. `added_tokens`: `(text, special)` pairs appended after the vocabulary.
 #[pyfunction]
 #[pyo3(signature = (texts, vocab_size, min_frequency=2, added_tokens=Vec::new()))]
-fn train_bpe_tokenizer(py: Python<'_>, texts: Vec<String>, vocab_size: usize, min_frequency: u64, added_tokens: Vec<(String, bool)>) -> PyResult<String> {
+fn train_bpe_tokenizer(
+    py: Python<'_>,
+    texts: Vec<String>,
+    vocab_size: usize,
+    min_frequency: u64,
+    added_tokens: Vec<(String, bool)>,
+) -> PyResult<String> {
     let extra: Vec<ExtraToken> = added_tokens.into_iter().map(|(text, special)| ExtraToken { text, special }).collect();
     py.detach(|| train_byte_level_bpe(&texts, vocab_size, min_frequency, &extra)).map_err(to_py)
 }

@@ -115,7 +115,10 @@ fn normalize_messages(messages: &Value) -> Result<Value> {
     let mut out = Vec::with_capacity(items.len());
     for (i, message) in items.iter().enumerate() {
         if message.kind() != ValueKind::Map {
-            return Err(Error::value("messages", format!("message {i}: expected a map with \"role\" and \"content\", got {}", message.kind())));
+            return Err(Error::value(
+                "messages",
+                format!("message {i}: expected a map with \"role\" and \"content\", got {}", message.kind()),
+            ));
         }
         let entries: Vec<(Value, Value)> = message
             .try_iter()
@@ -197,8 +200,10 @@ fn write_json(out: &mut String, value: &Value, style: &JsonStyle, level: usize) 
             write_container(out, style, level, ('[', ']'), items.len(), |out, i| write_json(out, &items[i], style, level + 1))?;
         }
         ValueKind::Map => {
-            let mut entries: Vec<(String, Value)> =
-                value.try_iter()?.map(|k| Ok((json_key(&k)?, value.get_item(&k)?))).collect::<std::result::Result<_, minijinja::Error>>()?;
+            let mut entries: Vec<(String, Value)> = value
+                .try_iter()?
+                .map(|k| Ok((json_key(&k)?, value.get_item(&k)?)))
+                .collect::<std::result::Result<_, minijinja::Error>>()?;
             if style.sort_keys {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
             }
@@ -343,8 +348,9 @@ mod tests {
 
     #[test]
     fn tojson_matches_python_json_dumps() {
-        let t = ChatTemplate::new("{{ v | tojson }}|{{ v | tojson(indent=2) }}|{{ v | tojson(sort_keys=true, separators=[',', ':']) }}", "t")
-            .unwrap();
+        let t =
+            ChatTemplate::new("{{ v | tojson }}|{{ v | tojson(indent=2) }}|{{ v | tojson(sort_keys=true, separators=[',', ':']) }}", "t")
+                .unwrap();
         let v = map_value([
             ("b", Value::from(vec![Value::from(1), Value::from(2.5), Value::from(())])),
             ("a", Value::from("x\"y\n\u{e9}\u{1}")),
@@ -377,7 +383,8 @@ mod tests {
 
     #[test]
     fn messages_drop_none_and_alias_reasoning() {
-        let t = ChatTemplate::new("{% for m in messages %}{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}{% endfor %}", "t").unwrap();
+        let t =
+            ChatTemplate::new("{% for m in messages %}{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}{% endfor %}", "t").unwrap();
         let msgs = Value::from(vec![map_value([
             ("role", Value::from("assistant")),
             ("content", Value::from("A")),

@@ -91,9 +91,9 @@ impl Tokenizer {
         let config_shown = dir.join(TOKENIZER_CONFIG_FILE).display().to_string();
         let named = |field: &str, text: &Option<String>| -> Result<Option<NamedToken>> {
             let Some(text) = text else { return Ok(None) };
-            let id = hf.token_to_id(text).ok_or_else(|| {
-                Error::config(&config_shown, format!("{field} {text:?} is not in the vocabulary of {TOKENIZER_FILE}"))
-            })?;
+            let id = hf
+                .token_to_id(text)
+                .ok_or_else(|| Error::config(&config_shown, format!("{field} {text:?} is not in the vocabulary of {TOKENIZER_FILE}")))?;
             Ok(Some(NamedToken { text: text.clone(), id }))
         };
         let special = SpecialTokens {
@@ -186,14 +186,18 @@ impl Tokenizer {
         let template = self.chat_template().ok_or_else(|| {
             Error::value(
                 "messages",
-                format!("the tokenizer in {} has no chat template (no {CHAT_TEMPLATE_FILE} and no chat_template in {TOKENIZER_CONFIG_FILE})", self.inner.dir.display()),
+                format!(
+                    "the tokenizer in {} has no chat template (no {CHAT_TEMPLATE_FILE} and no chat_template in {TOKENIZER_CONFIG_FILE})",
+                    self.inner.dir.display()
+                ),
             )
         })?;
         let special = &self.inner.special;
-        let mut vars: Vec<(String, Value)> = [("bos_token", &special.bos), ("eos_token", &special.eos), ("unk_token", &special.unk), ("pad_token", &special.pad)]
-            .into_iter()
-            .filter_map(|(name, token)| token.as_ref().map(|t| (name.to_string(), Value::from(t.text.clone()))))
-            .collect();
+        let mut vars: Vec<(String, Value)> =
+            [("bos_token", &special.bos), ("eos_token", &special.eos), ("unk_token", &special.unk), ("pad_token", &special.pad)]
+                .into_iter()
+                .filter_map(|(name, token)| token.as_ref().map(|t| (name.to_string(), Value::from(t.text.clone()))))
+                .collect();
         if let Some(on) = enable_thinking {
             vars.push(("enable_thinking".to_string(), Value::from(on)));
         }
@@ -205,7 +209,18 @@ impl Tokenizer {
 /// transformers' `clean_up_tokenization`: removes the space before punctuation and English
 /// contractions that word-level tokenizers insert.
 fn clean_up_tokenization(text: &str) -> String {
-    [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
-        .iter()
-        .fold(text.to_string(), |acc, (from, to)| acc.replace(from, to))
+    [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ]
+    .iter()
+    .fold(text.to_string(), |acc, (from, to)| acc.replace(from, to))
 }

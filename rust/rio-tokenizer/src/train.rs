@@ -39,7 +39,8 @@ pub fn train_byte_level_bpe(texts: &[String], vocab_size: usize, min_frequency: 
     let failed = |what: &str, e: tokenizers::Error| Error::value("texts", format!("{what}: {e}"));
     let split = Split::new(SplitPattern::Regex(QWEN_SPLIT_REGEX.to_string()), SplitDelimiterBehavior::Isolated, false)
         .map_err(|e| failed("split regex", e))?;
-    let pre_tokenizer = Sequence::new(vec![PreTokenizerWrapper::Split(split), PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false))]);
+    let pre_tokenizer =
+        Sequence::new(vec![PreTokenizerWrapper::Split(split), PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false))]);
     let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
         .with_model(BPE::default())
         .with_normalizer(Some(NFC.into()))

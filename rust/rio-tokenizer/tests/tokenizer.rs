@@ -47,7 +47,8 @@ fn training_is_deterministic_and_adds_tokens_after_the_vocabulary() {
     assert_eq!(a, b);
     let (_dir, tok) = load(None);
     let n = tok.vocab_size() as u32;
-    let ids: Vec<u32> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"].iter().map(|t| tok.token_to_id(t).unwrap()).collect();
+    let ids: Vec<u32> =
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"].iter().map(|t| tok.token_to_id(t).unwrap()).collect();
     assert_eq!(ids, (n - 5..n).collect::<Vec<_>>());
     let special = tok.special_tokens();
     assert_eq!(special.eos.as_ref().map(|t| t.id), Some(ids[2]));
@@ -124,7 +125,9 @@ fn missing_or_broken_files() {
     std::fs::remove_file(dir.path().join("chat_template.jinja")).unwrap();
     std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "<|nope|>"}"#).unwrap();
     let err = Tokenizer::from_dir(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Config { .. }) && err.to_string().contains("tokenizer_config.json") && err.to_string().contains("<|nope|>"));
+    assert!(
+        matches!(err, Error::Config { .. }) && err.to_string().contains("tokenizer_config.json") && err.to_string().contains("<|nope|>")
+    );
 
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap().unwrap();

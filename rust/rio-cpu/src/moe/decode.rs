@@ -5,14 +5,15 @@
 //! the pool and wait at a barrier three times per layer, a third of a 1-token call. Here the
 //! work is one list of pieces of about [`PIECE_BYTES`] of weights each, which the pool's
 //! threads claim in order from an atomic counter: the router's row blocks and the shared
-//! expert's gate/up blocks (they need no routing); then, per active expert, its gate/up blocks
-//! followed by the down blocks of the expert before it (whose activation is complete by then).
-//! The thread that finishes the last router block computes the top-k and the dispatch and
-//! publishes them; a thread that claims a piece past the pre-routing ones waits for that (the
-//! one wait of the block). A thread only ever waits for pieces another thread has claimed, and
-//! claimed pieces always finish, so a pool thread that never shows up costs time, never a
-//! deadlock. Each thread adds its down outputs into an accumulator of its own; the caller sums
-//! them.
+//! expert's gate/up and down blocks (they need no routing); then, per active expert, its gate/up
+//! blocks followed by the down blocks of the expert before it (whose activation is complete by
+//! then). The thread that finishes the last router block computes the top-k and the dispatch
+//! and publishes them; a thread that claims a piece past the pre-routing ones waits for that
+//! (the one wait of the block). A down piece claimed before its gate/up pieces have finished
+//! (their thread was descheduled, say) is put aside and run once they have, while the thread
+//! claims on. A thread only ever waits for pieces another thread has claimed, and claimed pieces
+//! always finish, so a pool thread that never shows up costs time, never a deadlock. Each thread
+//! adds its down outputs into an accumulator of its own; the caller sums them.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -108,6 +109,7 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
     let sizes = Sizes { gate_up: block(2 * h * wsize), down_routed: block(inter * wsize), down_shared: block(shared_inter * wsize), experts: e };
     if shared.is_some() {
         sizes.gate_up_pieces(e, shared_inter, &mut pre);
+        sizes.down_pieces(e, h, &mut pre);
     }
 
     let pool = crate::threads::pool();
@@ -241,20 +243,49 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
         let (gu, down) = (self.sizes.gate_up, self.sizes.down_routed.max(self.sizes.down_shared));
         // Gate and up outputs, then down outputs, of at most T rows (an expert gets a token once).
         let mut tmp = Scratch::<f32>::stale(self.tokens * (2 * gu).max(down));
+        // Down pieces claimed before their gate/up pieces finished: run once they have, while
+        // claiming on, so a thread never idles on another that the OS has descheduled.
+        let mut deferred: Vec<Piece> = Vec::new();
+        let mut plan = None;
         loop {
+            if !deferred.is_empty() {
+                deferred.retain(|&p| !self.is_ready(p) || !self.run(p, plan, &mut tmp, acc));
+            }
             let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if let Some(&piece) = self.pre.get(i) {
-                self.run(piece, None, &mut tmp, acc);
-                if matches!(piece, Piece::Router { .. }) && self.router_done.fetch_add(1, Ordering::AcqRel) + 1 == self.router_pieces {
-                    let _ = self.plan.set(self.publish());
+            let piece = match self.pre.get(i) {
+                Some(&piece) => piece,
+                None => {
+                    let Ok(p) = wait_for(|| self.plan.get()) else { return };
+                    plan = Some(p);
+                    match p.pieces.get(i - self.pre.len()) {
+                        Some(&piece) => piece,
+                        None => break,
+                    }
                 }
+            };
+            if !self.is_ready(piece) {
+                deferred.push(piece);
                 continue;
             }
-            let Ok(plan) = wait_for(|| self.plan.get()) else { return };
-            match plan.pieces.get(i - self.pre.len()) {
-                Some(&piece) => self.run(piece, Some(plan), &mut tmp, acc),
-                None => return,
+            self.run(piece, plan, &mut tmp, acc);
+            if matches!(piece, Piece::Router { .. }) && self.router_done.fetch_add(1, Ordering::AcqRel) + 1 == self.router_pieces {
+                let _ = self.plan.set(self.publish());
             }
+        }
+        for piece in deferred {
+            wait_for(|| self.is_ready(piece).then_some(()));
+            self.run(piece, plan, &mut tmp, acc);
+        }
+    }
+
+    /// Whether `piece` can run: a down piece once every gate/up piece of its group has finished.
+    fn is_ready(&self, piece: Piece) -> bool {
+        match piece {
+            Piece::Down { group, .. } => {
+                let inter = if group == self.sizes.experts { self.shared_inter } else { self.inter };
+                self.ready[group].load(Ordering::Acquire) == self.sizes.gate_up_count(inter)
+            }
+            _ => true,
         }
     }
 
@@ -272,12 +303,10 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
         let mut pieces = Vec::new();
         for (n, &x) in active.iter().enumerate() {
             self.sizes.gate_up_pieces(x, self.inter, &mut pieces);
-            // The down pieces of the group before, whose gate/up pieces were all claimed a
-            // group ago: by the time these are claimed, those have almost surely finished.
-            match n {
-                0 if self.shared.is_some() => self.sizes.down_pieces(e, self.hidden, &mut pieces),
-                0 => {}
-                _ => self.sizes.down_pieces(active[n - 1], self.hidden, &mut pieces),
+            // The down pieces of the expert before, whose gate/up pieces were all claimed an
+            // expert ago: by the time these are claimed, those have almost surely finished.
+            if n > 0 {
+                self.sizes.down_pieces(active[n - 1], self.hidden, &mut pieces);
             }
         }
         if let Some(&last) = active.last() {
@@ -299,7 +328,8 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
         ([mat(&m.gate, "gate"), mat(&m.up, "up"), mat(&m.down, "down_proj")], first, offsets[group + 1] as usize - first, self.inter)
     }
 
-    fn run(&self, piece: Piece, plan: Option<&Plan<A>>, tmp: &mut [f32], acc: &mut [f32]) {
+    /// Runs `piece` (which must be ready); returns true, for `retain`.
+    fn run(&self, piece: Piece, plan: Option<&Plan<A>>, tmp: &mut [f32], acc: &mut [f32]) -> bool {
         match piece {
             Piece::Router { n0, len } => {
                 let e = self.sizes.experts;
@@ -330,11 +360,9 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
             }
             Piece::Down { group, h0, len } => {
                 let ([_, _, down], first, rows, inter) = self.group(group, plan);
-                let pieces = self.sizes.gate_up_count(inter);
-                wait_for(|| (self.ready[group].load(Ordering::Acquire) == pieces).then_some(()));
                 let act = if group == self.sizes.experts { &self.shared_act } else { &self.act };
-                // SAFETY: every gate/up piece of the group has finished (acquired above); no one
-                // writes these rows any more.
+                // SAFETY: every gate/up piece of the group has finished (`is_ready`, acquired); no
+                // one writes these rows any more.
                 let act = unsafe { std::slice::from_raw_parts(act.get().add(first * inter) as *const A, rows * inter) };
                 let y = &mut tmp[..rows * len];
                 // SAFETY: y holds rows x len.
@@ -348,6 +376,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
                 }
             }
         }
+        true
     }
 }
 
@@ -361,7 +390,7 @@ fn wait_for<R>(ready: impl Fn() -> Option<R>) -> R {
             return v;
         }
         spins += 1;
-        if spins < 1 << 12 {
+        if spins < 1 << 8 {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();

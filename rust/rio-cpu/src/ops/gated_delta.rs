@@ -4,6 +4,8 @@
 //! [`gated_delta_step`] runs it for one token (decode); [`gated_delta_chunked`] runs a sequence
 //! in chunks of [`CHUNK`] tokens (prefill, spec 3.2), which equals the recurrence up to rounding.
 
+use crate::gemm::{matmul_nt_with, MatRef};
+
 /// Tokens per chunk, as in transformers' `torch_chunk_gated_delta_rule`.
 pub const CHUNK: usize = 64;
 
@@ -80,13 +82,32 @@ pub fn gated_delta_step(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], alph
 /// `V'` solves `(I + A) V' = diag(β)(V − diag(e^γ) K S)` by forward substitution, then
 /// `O_t = e^γ_t q_t S + Σ_{s≤t} (q_t·k_s) e^(γ_t−γ_s) V'_s` and
 /// `S ← e^γ_C S + Σ_s e^(γ_C−γ_s) k_s ⊗ V'_s`. Every exponent is ≤ 0, so nothing overflows.
+///
+/// The products with the state and inside the chunk are small f32 GEMMs (`K Kᵀ`, `Q Kᵀ`, `K S`,
+/// `Q S`, `(QKᵀ ⊙ Λ) V'`, `K̃ᵀ V'`) on the calling thread's SIMD kernels; only the forward
+/// substitution is a loop of row updates.
 pub fn gated_delta_chunked(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], out: &mut [f32]) {
     let t = g.len();
     let (dk, dv) = (k.len() / t.max(1), v.len() / t.max(1));
     assert!(beta.len() == t && q.len() == k.len() && k.len() == t * dk && out.len() == v.len() && state.len() == dk * dv);
+    let isa = crate::features::active_isa();
+    // `out[m, n] = Σ_c x[m, c] · w[n, c]` for row-major x [m, c], w [n, c].
+    let mm = |x: &[f32], m: usize, w: &[f32], n: usize, c: usize, out: &mut [f32]| {
+        matmul_nt_with(isa, MatRef::from_slice(x, m, c), MatRef::from_slice(w, n, c), out, n)
+    };
+    let transpose = |x: &[f32], rows: usize, cols: usize, out: &mut [f32]| {
+        for (r, row) in x.chunks_exact(cols).take(rows).enumerate() {
+            for (c, &val) in row.iter().enumerate() {
+                out[c * rows + r] = val;
+            }
+        }
+    };
     let mut gamma = vec![0f32; CHUNK];
-    let mut vp = vec![0f32; CHUNK * dv];
-    let mut kk = vec![0f32; CHUNK * CHUNK];
+    let (mut kk, mut qk) = (vec![0f32; CHUNK * CHUNK], vec![0f32; CHUNK * CHUNK]);
+    let (mut ks, mut qs) = (vec![0f32; CHUNK * dv], vec![0f32; CHUNK * dv]);
+    let (mut vp, mut vpt) = (vec![0f32; CHUNK * dv], vec![0f32; dv * CHUNK]);
+    let (mut st, mut kw) = (vec![0f32; dv * dk], vec![0f32; dk * CHUNK]);
+    let mut upd = vec![0f32; dk * dv];
     for start in (0..t).step_by(CHUNK) {
         let c = CHUNK.min(t - start);
         let (qc, kc) = (&q[start * dk..(start + c) * dk], &k[start * dk..(start + c) * dk]);
@@ -96,70 +117,54 @@ pub fn gated_delta_chunked(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g
             acc += gi;
             *gm = acc;
         }
+        // Sᵀ, so that products with S are x · (Sᵀ)ᵀ.
+        transpose(state, dk, dv, &mut st);
+        mm(kc, c, kc, c, dk, &mut kk[..c * c]);
+        mm(qc, c, kc, c, dk, &mut qk[..c * c]);
+        mm(kc, c, &st, dv, dk, &mut ks[..c * dv]);
+        mm(qc, c, &st, dv, dk, &mut qs[..c * dv]);
+        // V' by forward substitution: V'_a = β_a (v_a − e^γ_a (K S)_a − Σ_{s<a} (k_a·k_s) e^(γ_a−γ_s) V'_s).
         for a in 0..c {
-            for b in 0..=a {
-                kk[a * CHUNK + b] = dot(&kc[a * dk..(a + 1) * dk], &kc[b * dk..(b + 1) * dk]);
-            }
-        }
-        // V' by forward substitution.
-        for a in 0..c {
-            let row = &mut vp[a * dv..(a + 1) * dv];
+            let (done, rest) = vp.split_at_mut(a * dv);
+            let row = &mut rest[..dv];
             let decay = gamma[a].exp();
-            row.copy_from_slice(&vc[a * dv..(a + 1) * dv]);
-            for (i, &ki) in kc[a * dk..(a + 1) * dk].iter().enumerate() {
-                let w = decay * ki;
-                for (r, &s) in row.iter_mut().zip(&state[i * dv..(i + 1) * dv]) {
-                    *r -= w * s;
-                }
+            for ((r, &x), &p) in row.iter_mut().zip(&vc[a * dv..(a + 1) * dv]).zip(&ks[a * dv..(a + 1) * dv]) {
+                *r = x - decay * p;
             }
-            let b_a = beta[start + a];
-            row.iter_mut().for_each(|r| *r *= b_a);
-            let (done, row) = vp.split_at_mut(a * dv);
-            let row = &mut row[..dv];
             for s in 0..a {
-                let coef = b_a * kk[a * CHUNK + s] * (gamma[a] - gamma[s]).exp();
+                let coef = kk[a * c + s] * (gamma[a] - gamma[s]).exp();
                 for (r, &p) in row.iter_mut().zip(&done[s * dv..(s + 1) * dv]) {
                     *r -= coef * p;
                 }
             }
+            let b_a = beta[start + a];
+            row.iter_mut().for_each(|r| *r *= b_a);
         }
-        // Outputs, with the incoming state.
+        // O = diag(e^γ) Q S + (QKᵀ ⊙ Λ) V', Λ causal with the diagonal.
         for a in 0..c {
-            let qa = &qc[a * dk..(a + 1) * dk];
-            let o = &mut out[(start + a) * dv..(start + a + 1) * dv];
-            o.fill(0.0);
+            for s in 0..c {
+                qk[a * c + s] = if s <= a { qk[a * c + s] * (gamma[a] - gamma[s]).exp() } else { 0.0 };
+            }
+        }
+        transpose(&vp[..c * dv], c, dv, &mut vpt[..dv * c]);
+        let oc = &mut out[start * dv..(start + c) * dv];
+        mm(&qk[..c * c], c, &vpt[..dv * c], dv, c, oc);
+        for (a, (o, p)) in oc.chunks_exact_mut(dv).zip(qs.chunks_exact(dv)).enumerate() {
             let decay = gamma[a].exp();
-            for (i, &qi) in qa.iter().enumerate() {
-                let w = decay * qi;
-                for (r, &s) in o.iter_mut().zip(&state[i * dv..(i + 1) * dv]) {
-                    *r += w * s;
-                }
-            }
-            for s in 0..=a {
-                let coef = dot(qa, &kc[s * dk..(s + 1) * dk]) * (gamma[a] - gamma[s]).exp();
-                for (r, &p) in o.iter_mut().zip(&vp[s * dv..(s + 1) * dv]) {
-                    *r += coef * p;
-                }
-            }
+            o.iter_mut().zip(p).for_each(|(o, &p)| *o += decay * p);
         }
-        // The state after the chunk.
+        // S ← e^γ_C S + K̃ᵀ V' with K̃_s = e^(γ_C−γ_s) k_s: upd [dk, dv] = (K̃ᵀ) · (V'ᵀ)ᵀ.
         let total = gamma[c - 1];
-        let carry = total.exp();
-        state.iter_mut().for_each(|s| *s *= carry);
-        for s in 0..c {
+        for (s, krow) in kc.chunks_exact(dk).enumerate() {
             let w = (total - gamma[s]).exp();
-            for (i, &ki) in kc[s * dk..(s + 1) * dk].iter().enumerate() {
-                let ks = w * ki;
-                for (st, &p) in state[i * dv..(i + 1) * dv].iter_mut().zip(&vp[s * dv..(s + 1) * dv]) {
-                    *st += ks * p;
-                }
+            for (i, &kv) in krow.iter().enumerate() {
+                kw[i * c + s] = w * kv;
             }
         }
+        mm(&kw[..dk * c], dk, &vpt[..dv * c], dv, c, &mut upd);
+        let carry = total.exp();
+        state.iter_mut().zip(&upd).for_each(|(s, &u)| *s = carry * *s + u);
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 #[cfg(test)]
