@@ -6,6 +6,9 @@ A manual decode loop: prefill the prompt ids, then feed every generated position
 embeddings are computed in float64 from the fp32 logits. One prompt at a time: batch tests
 compare rio_rt's batches with per-prompt runs of this code.
 
+``dtype`` is the precision of that math (float64 in the tests; the latent benchmark passes the
+model's dtype, to time the algorithm as a transformers user would run it).
+
 Each run returns a dict of per-step lists in the shape of ``rio_rt.Trace.to_dict()`` plus
 ``tokens``, ``finish`` and ``fed`` (the input embedding fed after each step, float64).
 """
@@ -16,16 +19,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 
-def _prefill(model, prompt: Sequence[int]):
+def _prefill(model, prompt: Sequence[int], dtype=torch.float64):
     with torch.no_grad():
         out = model(input_ids=torch.tensor([list(prompt)]), use_cache=True)
-    return out.logits[0, -1].double(), out.past_key_values
+    return out.logits[0, -1].to(dtype), out.past_key_values
 
 
-def _feed(model, past, emb: torch.Tensor):
+def _feed(model, past, emb: torch.Tensor, dtype=torch.float64):
     with torch.no_grad():
-        out = model(inputs_embeds=emb.float().view(1, 1, -1), past_key_values=past, use_cache=True)
-    return out.logits[0, -1].double(), out.past_key_values
+        out = model(inputs_embeds=emb.to(model.dtype).view(1, 1, -1), past_key_values=past, use_cache=True)
+    return out.logits[0, -1].to(dtype), out.past_key_values
 
 
 def _entropy(p: torch.Tensor) -> float:
@@ -47,10 +50,10 @@ def swireasoning(model, prompt: Sequence[int], *, max_new_tokens: int, window: i
                  max_switch_count: Optional[int] = None, convergence_ids: Sequence[int] = (),
                  termination_ids: Sequence[int] = (), termination_max_tokens: int = 32,
                  step0_id: Optional[int] = None, math_ids: Sequence[int] = (), start_explicit: bool = False,
-                 faithful: bool = False) -> Dict[str, Any]:
+                 faithful: bool = False, dtype=torch.float64) -> Dict[str, Any]:
     """SwiReasoning under greedy decoding (spec 1.3, steps 1-12), one sequence."""
-    E = model.get_input_embeddings().weight.detach().double()
-    z, past = _prefill(model, prompt)
+    E = model.get_input_embeddings().weight.detach().to(dtype)
+    z, past = _prefill(model, prompt, dtype)
     mode = 1 if start_explicit else 0  # 0 latent, 1 explicit
     stay, ref_h, locked, count = 0, None, False, 0
     queue: List[int] = []
@@ -117,7 +120,7 @@ def swireasoning(model, prompt: Sequence[int], *, max_new_tokens: int, window: i
         if budget == 0:
             finish = "budget"
             break
-        z, past = _feed(model, past, fed)
+        z, past = _feed(model, past, fed, dtype)
     return {**rec, "tokens": tokens, "finish": finish}
 
 

@@ -49,8 +49,8 @@ def test_router_matches_cpu_backend_and_torch(dtype, tokens, experts, top_k):
     h = 256
     x = _randn(tokens, h, dtype=dt, seed=1)
     w = _randn(experts, h, dtype=dt, seed=2, scale=0.1)
-    e_gpu, w_gpu = cuda.moe_route(x.cuda(), w.cuda(), top_k, renormalize=True)
-    e_cpu, w_cpu = rio_rt.ops.moe_router(x, w, top_k, renormalize=True)
+    w_gpu, e_gpu = cuda.moe_route(x.cuda(), w.cuda(), top_k, renormalize=True)
+    w_cpu, e_cpu = rio_rt.ops.moe_router(x, w, top_k, renormalize=True)
     e_ref, w_ref = router(x, w, top_k, True)
     # Same experts as the CPU backend (same order of operations, ties to the lower index) ...
     agree = (e_gpu.cpu() == torch.as_tensor(np.asarray(e_cpu)).long()).float().mean()
@@ -64,7 +64,7 @@ def test_router_matches_cpu_backend_and_torch(dtype, tokens, experts, top_k):
 def test_router_without_renormalisation_returns_softmax_probabilities():
     x = _randn(5, 64, dtype=torch.float32, seed=3)
     w = _randn(32, 64, dtype=torch.float32, seed=4)
-    _, w_gpu = cuda.moe_route(x.cuda(), w.cuda(), 4, renormalize=False)
+    w_gpu, _ = cuda.moe_route(x.cuda(), w.cuda(), 4, renormalize=False)
     _, w_ref = router(x, w, 4, False)
     torch.testing.assert_close(w_gpu.cpu().double(), w_ref.double(), atol=1e-6, rtol=1e-5)
 
@@ -85,7 +85,7 @@ def test_dispatch_matches_cpu_backend(experts_of, tokens, top_k, num_experts):
     got = cuda.moe_dispatch(experts, num_experts)
     want = rio_rt.ops.moe_dispatch(experts.numpy().astype(np.int64), num_experts)
     for name, g, w in zip(("counts", "offsets", "order", "position"), got, want):
-        assert torch.equal(g, torch.as_tensor(np.asarray(w)).long()), f"{name} differs from the CPU backend"
+        assert torch.equal(g.reshape(-1), torch.as_tensor(np.asarray(w)).long().reshape(-1)), f"{name} differs from the CPU backend"
 
 
 def test_dispatch_rejects_an_expert_out_of_range():
@@ -117,8 +117,9 @@ def test_grouped_gemm_matches_float64(dtype, counts, n, k):
         a, b = offsets[e], offsets[e + 1]
         want[a:b] = x[a:b].double() @ w[e].double().T
     _close(got, want, dt if dt != torch.bfloat16 else torch.float16, "grouped_gemm")
+    # The CPU backend returns x's dtype (rounded), the GPU fp32 here.
     cpu = rio_rt.ops.grouped_gemm(x, [w[e] for e in range(len(counts))], offsets)
-    _close(got, torch.as_tensor(np.asarray(cpu)), torch.float16, "grouped_gemm vs CPU backend")
+    _close(got, torch.as_tensor(np.asarray(cpu)), dt, "grouped_gemm vs CPU backend")
 
 
 def test_grouped_gemm_writes_the_weight_dtype_in_place():
@@ -210,3 +211,12 @@ def test_cuda_errors_are_python_exceptions():
         cuda.moe_route(torch.zeros(2, 8, dtype=torch.bfloat16, device="cuda"), w, 5)
     with pytest.raises(ValueError, match="expected CUDA tensors"):
         cuda.moe_route(torch.zeros(2, 8, dtype=torch.bfloat16), w, 2)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+@pytest.mark.parametrize("m,n,k", [(1, 4096, 2048), (77, 1000, 264), (2048, 512, 4096)])
+def test_dense_gemm_through_cublas(dtype, m, n, k):
+    dt = DTYPES[dtype]
+    x, w = _randn(m, k, dtype=dt, seed=60), _randn(n, k, dtype=dt, seed=61, scale=k**-0.5)
+    got = cuda.dense_gemm(x.cuda(), w.cuda(), out=torch.empty(m, n, dtype=torch.float32, device="cuda"))
+    _close(got, x.double() @ w.double().T, torch.float16, "dense_gemm")

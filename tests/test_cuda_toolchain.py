@@ -7,13 +7,18 @@ import pytest
 import rio_rt
 from rio_rt import cuda
 
-KERNEL_FILES = {"moe_route", "moe_dispatch", "moe_gemm", "moe_combine"}
+KERNEL_FILES = {"moe_route", "moe_dispatch", "moe_gemm", "moe_combine", "norm_rope", "attention_decode", "gated_delta", "sampling", "soft_embedding"}
 # One entry point per kernel family the MoE backend launches; each must be in the PTX of its file.
 ENTRY_POINTS = {
     "moe_route": ["moe_topk_softmax"],
     "moe_dispatch": ["moe_count", "moe_offsets", "moe_scatter"],
     "moe_gemm": ["moe_gemm_tc_bf16_swiglu", "moe_gemm_tc_f16_f32", "moe_gemm_rows_bf16_swiglu", "moe_gemm_rows_f32_f32"],
     "moe_combine": ["moe_combine_bf16", "moe_combine_f16", "moe_combine_f32"],
+    "norm_rope": ["rmsnorm_one_plus_w_bf16", "rope_partial_bf16"],
+    "attention_decode": ["attention_decode_bf16", "attention_decode_f32"],
+    "gated_delta": ["gdn_conv_update_bf16", "gdn_recurrent_step_bf16"],
+    "sampling": ["argmax_rows_f32", "topk_chunks_f32", "sample_topk_finish"],
+    "soft_embedding": ["soft_row_stats_f32", "soft_mix_full_f32_bf16", "soft_topk_finish_bf16"],
 }
 
 

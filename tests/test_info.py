@@ -5,7 +5,9 @@
   on transformers' tiny Qwen3.5-MoE (per-expert tensors) and on a tiny Qwen3-MoE;
 - the 397B-A17B numbers of spec sections 6 and 7 (parameters, active parameters, bytes read per
   decoded token by group, KV cache and Gated DeltaNet state) from a header-only 800 GB checkpoint
-  (sparse shards: nothing but the headers is written), read in well under a second;
+  (sparse shards: nothing but the headers is written), read in well under a second, and from
+  the config alone;
+- counting from the config alone gives the header counts of real checkpoints;
 - the CLI's text and JSON, and errors.
 """
 from __future__ import annotations
@@ -70,6 +72,7 @@ def demo_folder(tmp_path_factory):
 
 def _check_against_headers(folder: Path):
     info = checkpoint_info(folder)
+    assert info.counted_from == "headers"
     d = info.dims
     total, active, per_token, skipped = _independent_counts(folder, d["num_experts"], d["num_experts_per_tok"], d["hidden_size"])
     assert info.params_total == total
@@ -169,15 +172,7 @@ def _write_header_only_checkpoint(folder: Path, tensors, shards: int) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def test_397b_numbers_of_the_spec(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(CONFIG_397B))
-    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [248046, 248044]}))
-    _write_header_only_checkpoint(tmp_path, _tensors_397b(), shards=8)
-    t0 = time.perf_counter()
-    info = checkpoint_info(tmp_path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 2.0, f"info read headers only, yet took {elapsed:.2f} s"
-
+def _assert_397b_numbers(info) -> None:
     g = {name: grp.active_params for name, grp in info.groups.items()}
     # Spec section 7, row by row (parameters read per decoded token, batch 1).
     assert g == {"routed experts": 7_549_747_200, "router": 125_829_120, "shared expert": 755_220_480,
@@ -193,11 +188,52 @@ def test_397b_numbers_of_the_spec(tmp_path):
     assert info.kv_cache_bytes_per_token == 30_720                      # "30 KB per context token"
     assert info.linear_state_elements * 4 == 188_743_680               # "188.7 MB" fp32 GDN state
     assert info.conv_state_elements * 2 == 3_317_760                   # "about 3.3 MB" conv state
+    assert info.layer_types.count("full_attention") == 15 and info.layer_types[3] == "full_attention"
+
+
+def test_397b_numbers_of_the_spec(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG_397B))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [248046, 248044]}))
+    _write_header_only_checkpoint(tmp_path, _tensors_397b(), shards=8)
+    t0 = time.perf_counter()
+    info = checkpoint_info(tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"info read headers only, yet took {elapsed:.2f} s"
+    assert info.counted_from == "headers"
+    _assert_397b_numbers(info)
     assert info.skipped_tensors == 2 and info.skipped_params == 4096 * 8192 + 1152 * 1152
     assert info.shards == 8 and info.file_bytes > 790e9                 # sparse: nothing but headers on disk
     assert info.eos_token_ids == [248046, 248044]
-    assert info.layer_types.count("full_attention") == 15 and info.layer_types[3] == "full_attention"
     assert info.tokenizer is None
+
+
+def test_397b_numbers_from_the_config_alone(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG_397B))
+    info = checkpoint_info(tmp_path)
+    assert info.counted_from == "config" and info.shards == 0
+    _assert_397b_numbers(info)
+    assert info.eos_token_ids == [248044]  # config.json's, without a generation_config.json
+    assert "counted from the shapes config.json implies" in info.format()
+
+
+def _config_only_copy(folder: Path, dest: Path) -> Path:
+    dest.mkdir()
+    (dest / "config.json").write_bytes((folder / "config.json").read_bytes())
+    return dest
+
+
+def test_config_counts_equal_header_counts(demo_folder, tiny_qwen35, tiny_qwen3moe, tmp_path):
+    # The demo stores bf16 with f32 A_log / GDN norm, as the config-only count assumes: equal to the byte.
+    headers = checkpoint_info(demo_folder)
+    config = checkpoint_info(_config_only_copy(demo_folder, tmp_path / "demo"))
+    assert config.counted_from == "config" and config.groups == headers.groups
+    assert config.dtype_params == headers.dtype_params
+    # transformers' tiny checkpoints are stored in f32: the same parameters, other bytes.
+    for i, folder in enumerate((Path(tiny_qwen35[0]), Path(tiny_qwen3moe[0]))):
+        headers = checkpoint_info(folder)
+        config = checkpoint_info(_config_only_copy(folder, tmp_path / f"tiny{i}"))
+        assert {k: (g.params, g.active_params) for k, g in config.groups.items()} == \
+            {k: (g.params, g.active_params) for k, g in headers.groups.items()}
 
 
 def test_cli_text_and_json(demo_folder, capsys):
@@ -213,13 +249,7 @@ def test_cli_text_and_json(demo_folder, capsys):
     assert doc["dims"]["num_experts"] == 32
 
 
-def test_config_only_folder_and_errors(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps(CONFIG_397B))
-    info = checkpoint_info(tmp_path)
-    assert not info.has_weights and info.dims["hidden_size"] == 4096 and info.kv_cache_bytes_per_token == 30_720
-    assert "weights: none in this folder" in info.format()
-    assert info.to_dict()["params_total"] is None
-
+def test_errors(tmp_path, capsys):
     with pytest.raises(rio_rt.ConfigError, match="config.json"):
         checkpoint_info(tmp_path / "missing")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))

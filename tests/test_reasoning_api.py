@@ -166,3 +166,18 @@ def test_bad_callback_answer(model):
     r = rio_rt.SwiReasoning(think_token_id=10, end_think_token_id=11)
     with pytest.raises(ValueError, match="callback"):
         model.generate(PROMPT, max_new_tokens=5, reasoning=r, callback=lambda e: "jump")
+
+
+def test_special_tokens_from_a_checkpoint_tokenizer(tmp_path_factory):
+    """A checkpoint with tokenizer.json: nothing to pass, ids come from its tokenizer."""
+    from rio_rt.bench.checkpoint import ensure_checkpoint
+    folder = ensure_checkpoint(tmp_path_factory.mktemp("bench_tiny"), "tiny", 0)
+    m = rio_rt.Model.from_pretrained(folder)
+    tok = m.tokenizer
+    r = resolve_reasoning(rio_rt.SwiReasoning(max_switch_count=1), m)
+    assert (r.think_token_id, r.end_think_token_id) == (tok.token_to_id("<think>"), tok.token_to_id("</think>"))
+    assert r.termination_token_ids == tuple(tok.encode("</think>\n\nThe final answer is", add_special_tokens=False))
+    assert r.step0_token_id == tok.encode("\n", add_special_tokens=False)[-1]
+    for reasoning in (rio_rt.SwiReasoning(max_switch_count=1, window=2), rio_rt.SoftThinking()):
+        res = m.generate([1, 2, 3], max_new_tokens=6, reasoning=reasoning, trace=True, ignore_eos=True)
+        assert len(res.token_ids) == len(res.trace) == 6

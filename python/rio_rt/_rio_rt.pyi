@@ -292,3 +292,12 @@ def checkpoint_info(path: str) -> dict[str, Any]:
 
 def cuda_launch(name: str, grid: tuple[int, int, int], block: int, shared_bytes: int, stream: int, args: Sequence[tuple[str, Any]]) -> None:
     """Launches an embedded kernel; ``args`` are ``(kind, value)`` with kind ptr, i32, i64 or f32."""
+
+def cuda_dense_gemm(x: Any, weight: Any, out: Any, stream: int) -> None:
+    """``out = x · weightᵀ`` through cuBLAS on CUDA tensors."""
+
+# --- latent reasoning (rust/rio-py/src/reasoning.rs) ---
+def latent_step_cost(model: Model, logits: Any, form: str, repeats: int = 20, top_k: int = 10) -> float:
+    """Mean seconds of one latent step's extra work on ``model``'s embedding table for a float32
+    logit row ``(V,)``: softmax with entropy, then the soft embedding in ``form`` ("full",
+    "pruned" or "topk" with K = ``top_k``). For ``rio-rt bench latent``."""

@@ -112,7 +112,6 @@ def _generate(args: argparse.Namespace) -> int:
     model = rio_rt.Model.from_pretrained(args.model, dtype=args.dtype, threads=args.threads)
     tokenizer = model.tokenizer
     ids = _prompt_ids(args, tokenizer)
-    reasoning = rio_rt.reasoning.resolve_reasoning(reasoning, model)  # special-token ids from the tokenizer
     load_s = time.perf_counter() - t0
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,

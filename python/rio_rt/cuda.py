@@ -39,6 +39,7 @@ __all__ = [
     "sample_top_k",
     "soft_embedding_full",
     "soft_embedding_top_k",
+    "dense_gemm",
 ]
 
 
@@ -100,21 +101,22 @@ def _stream(device: "torch.device") -> int:
 
 def moe_route(x: "torch.Tensor", router_weight: "torch.Tensor", top_k: int, renormalize: bool = True) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Router on the GPU: ``softmax(x · router_weightᵀ)`` in fp32 over all experts, top-k, optional
-    renormalisation. Returns ``(experts int64 [T, k], weights float32 [T, k])`` on ``x.device``."""
+    renormalisation. Returns ``(weights float32 [T, k], experts int64 [T, k])`` on ``x.device``, in
+    the order of ``rio_rt.ops.moe_router``."""
     import torch
 
     _require()
     experts, weights = _rio_rt.cuda_moe_route(x, router_weight, int(top_k), bool(renormalize), _stream(x.device))
     t = x.shape[0]
     return (
-        torch.tensor(experts, dtype=torch.int64, device=x.device).reshape(t, top_k),
         torch.tensor(weights, dtype=torch.float32, device=x.device).reshape(t, top_k),
+        torch.tensor(experts, dtype=torch.int64, device=x.device).reshape(t, top_k),
     )
 
 
 def moe_dispatch(experts: "torch.Tensor", num_experts: int) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
     """Groups routed slots by expert on the GPU (a stable counting sort): ``(counts, offsets,
-    order, position)`` as int64 tensors on the CPU, the same as ``rio_rt.ops.moe_dispatch``."""
+    order, position)`` as flat int64 tensors on the CPU, the values of ``rio_rt.ops.moe_dispatch``."""
     import torch
 
     _require()
@@ -444,3 +446,15 @@ def soft_embedding_top_k(logits: "torch.Tensor", embed: "torch.Tensor", temperat
            [values, index, cands, stats, top_k, float(top_p), float(min_p), max_topk, embed.contiguous(), h, out_index, out_weight, mix],
            shared_bytes=4 * cands)
     return mix, out_index.long(), out_weight, stats[:, 2].clone()
+
+
+def dense_gemm(x: "torch.Tensor", weight: "torch.Tensor", out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """``x [M, K] · weight [N, K]ᵀ`` through cuBLAS (fp32 accumulation); ``out`` defaults to the
+    input dtype."""
+    import torch
+
+    _require()
+    if out is None:
+        out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+    _rio_rt.cuda_dense_gemm(x, weight, out, _stream(x.device))
+    return out

@@ -413,7 +413,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"2) {name}, greedy, EOS ignored so that the run is long enough to switch; its trace "
           "(latent steps feed soft embeddings, not tokens):", file=out)
     t2 = time.perf_counter()
-    reasoning = rio_rt.reasoning.resolve_reasoning(reasoning, model)  # <think>/</think> ids from the tokenizer
     result = model.generate(ids, max_new_tokens=args.max_new_tokens, temperature=0.0, ignore_eos=True,
                             reasoning=reasoning, trace=True)
     dt = time.perf_counter() - t2

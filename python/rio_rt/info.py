@@ -5,7 +5,9 @@ Parameters read per decoded token (batch 1) count every text tensor in full exce
 experts (``num_experts_per_tok`` of ``num_experts`` per layer) and the embedding table (one row;
 the whole table when it doubles as the untied-away lm_head). Bytes per decoded token are those
 parameters at their stored dtype: the weight traffic a decode step cannot avoid (spec section 7).
-Vision-tower and MTP tensors are counted apart: text decoding never reads them.
+Vision-tower and MTP tensors are counted apart: text decoding never reads them. A folder with a
+config but no weights is counted from the tensor shapes the config implies (spec section 5), in
+bf16 with ``A_log`` and the Gated DeltaNet norm in f32, as the official releases store them.
 """
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ class CheckpointInfo:
     tie_word_embeddings: bool
     #: Stop tokens: generation_config.json's, else config.json's.
     eos_token_ids: List[int]
-    #: Tensor groups by name (empty when the folder holds no weights).
+    #: "headers" (the safetensors headers) or "config" (no weights in the folder: the shapes the config implies).
+    counted_from: str
+    #: Tensor groups by name.
     groups: Dict[str, TensorGroup] = field(default_factory=dict)
     #: Parameters per stored dtype (text tensors and skipped ones).
     dtype_params: Dict[str, int] = field(default_factory=dict)
@@ -65,10 +69,6 @@ class CheckpointInfo:
     conv_state_elements: int = 0
     #: ``{"vocab_size", "chat_template", "eos_token", "think_token_id", "end_think_token_id"}`` or None.
     tokenizer: Optional[Dict[str, Any]] = None
-
-    @property
-    def has_weights(self) -> bool:
-        return bool(self.groups)
 
     @property
     def params_total(self) -> int:
@@ -109,7 +109,7 @@ class CheckpointInfo:
         d = asdict(self)
         for name in ("params_total", "params_active", "bytes_total", "bytes_per_token", "main_dtype",
                      "kv_cache_bytes_per_token", "linear_state_bytes"):
-            d[name] = getattr(self, name) if self.has_weights or name.startswith(("kv", "linear")) else None
+            d[name] = getattr(self, name)
         return d
 
     def format(self) -> str:
@@ -128,22 +128,23 @@ class CheckpointInfo:
         shared = d.get("shared_expert_intermediate_size")
         lines.append(f"  MoE: {d['num_experts']} experts, top-{d['num_experts_per_tok']}, intermediate "
                      f"{d['moe_intermediate_size']}" + (f", shared expert {shared}" if shared else ""))
-        if not self.has_weights:
-            lines.append("weights: none in this folder (no model.safetensors or index): counts need the headers")
+        dtypes = ", ".join(f"{k} {_count(v)}" for k, v in sorted(self.dtype_params.items(), key=lambda kv: -kv[1]))
+        if self.counted_from == "config":
+            lines.append("weights: none in this folder; counted from the shapes config.json implies, in bf16 "
+                         f"(A_log and the Gated DeltaNet norm in f32): {dtypes}")
         else:
-            dtypes = ", ".join(f"{k} {_count(v)}" for k, v in sorted(self.dtype_params.items(), key=lambda kv: -kv[1]))
             lines.append(f"weights: {self.shards} shard(s), {_bytes(self.file_bytes)} on disk; parameters by dtype: {dtypes}")
-            skipped = f" (+{_count(self.skipped_params)} vision/MTP, skipped)" if self.skipped_tensors else ""
-            lines.append(f"  parameters: {_count(self.params_total)} text{skipped}; "
-                         f"{_count(self.params_active)} read per decoded token")
-            lines.append(f"  bytes read per decoded token (batch 1, stored dtype): {_bytes(self.bytes_per_token)}")
-            rows = [("group", "params", "per token", "bytes/token")]
-            for name in sorted(self.groups, key=lambda n: GROUP_ORDER.index(n) if n in GROUP_ORDER else len(GROUP_ORDER)):
-                g = self.groups[name]
-                rows.append((name, _count(g.params), _count(g.active_params), _bytes(g.active_bytes)))
-            widths = [max(len(r[i]) for r in rows) for i in range(4)]
-            for r in rows:
-                lines.append("    " + r[0].ljust(widths[0]) + "  " + "  ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:])))
+        skipped = f" (+{_count(self.skipped_params)} vision/MTP, skipped)" if self.skipped_tensors else ""
+        lines.append(f"  parameters: {_count(self.params_total)} text{skipped}; "
+                     f"{_count(self.params_active)} read per decoded token")
+        lines.append(f"  bytes read per decoded token (batch 1, stored dtype): {_bytes(self.bytes_per_token)}")
+        rows = [("group", "params", "per token", "bytes/token")]
+        for name in sorted(self.groups, key=lambda n: GROUP_ORDER.index(n) if n in GROUP_ORDER else len(GROUP_ORDER)):
+            g = self.groups[name]
+            rows.append((name, _count(g.params), _count(g.active_params), _bytes(g.active_bytes)))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            lines.append("    " + r[0].ljust(widths[0]) + "  " + "  ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:])))
         state = f"state: KV cache {_bytes(self.kv_cache_bytes_per_token)} per context token"
         if self.linear_state_elements:
             state += f"; Gated DeltaNet state {_bytes(self.linear_state_bytes)} per sequence"
@@ -175,13 +176,11 @@ def _bytes(n: int) -> str:
 
 
 def checkpoint_info(path: Union[str, "os.PathLike[str]"]) -> CheckpointInfo:
-    """Describes a checkpoint folder from its config and safetensors headers (no weights read).
-    Raises ``ConfigError`` / ``CheckpointError`` naming a bad file."""
+    """Describes a checkpoint folder from its config and safetensors headers (no weights read),
+    or from the config alone when the folder holds no weights. Raises ``ConfigError`` /
+    ``CheckpointError`` naming a bad file."""
     raw = _rio_rt.checkpoint_info(os.fspath(path))
-    weights = raw.pop("weights")
-    if weights is not None:
-        raw["groups"] = {name: TensorGroup(**g) for name, g in weights.pop("groups").items()}
-        raw.update(weights)
+    raw["groups"] = {name: TensorGroup(**g) for name, g in raw["groups"].items()}
     return CheckpointInfo(**raw)
 
 

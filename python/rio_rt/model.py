@@ -189,6 +189,8 @@ class Model:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback: expected a callable(event), got {type(callback).__name__}")
         observer = _observer(stream, callback) if (stream is not None or callback is not None) else None
+        from rio_rt.reasoning import resolve_reasoning  # (H2) special tokens from the tokenizer, checked against V
+        reasoning = resolve_reasoning(reasoning, self)
         raw = _rio_rt.generate(self._native, prompts, [params._native(i) for i in range(len(prompts))], decode=decode,
                                reasoning=reasoning, trace=bool(trace), observer=observer)
         results = [_result(r) for r in raw]

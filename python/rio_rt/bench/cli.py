@@ -18,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     benches = p.add_subparsers(dest="bench")
     _add_experts(benches)
     _add_decode(benches)
+    __import__("rio_rt.bench.latent", fromlist=["add_parser"]).add_parser(benches)  # rio-rt bench latent (H2)
 
 
 def _int_list(text: str) -> list[int]:
@@ -83,6 +84,7 @@ def _add_experts(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", action="store_true", help="print the result document as JSON instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="also draw rio vs torch vs peak (needs matplotlib)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU kernels, bf16 (rio_rt.bench.experts_cuda)")
     p.set_defaults(run=lambda args: run_experts(args, p))
 
 
@@ -107,6 +109,15 @@ def _shape(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MoeShap
 def run_experts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rio_rt.bench import experts, memory, plot
     from rio_rt.bench.check import CheckFailed
+
+    if args.device == "cuda":
+        from rio_rt.bench import experts_cuda
+
+        res = experts_cuda.run([_shape(args, parser)], [] if args.no_decode else args.decode, [] if args.no_prefill else args.prefill,
+                               use_torch=not args.no_torch, seed=args.seed)
+        if args.json:
+            print(json.dumps(res, indent=1))
+        return 0
 
     if args.plot and not plot.matplotlib_available():
         parser.error("--plot: needs matplotlib, which is not installed (pip install matplotlib)")
@@ -214,9 +225,10 @@ def run_decode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             parser.error(f"--cache-dir {args.cache_dir}: the benchmark checkpoint needs {need / 1e9:.1f} GB, {free / 1e9:.1f} GB is free")
         bar = Progress(100, sys.stderr)
         last = [-1]
+        every = 1 if bar.tty else 5  # percent between redraws; a log gets one line per redraw
 
         def on_progress(done: int, total: int) -> None:
-            pct = 100 * done // total
+            pct = 100 * done // total // every * every
             if pct != last[0]:
                 bar.done = pct
                 bar.step(f"building the benchmark checkpoint ({total / 1e9:.2f} GB, once): {folder}")

@@ -333,7 +333,8 @@ def ensure_gguf(cfg: DecodeBenchConfig, stream: Optional[TextIO] = None) -> Path
 
 
 def _peaks(cfg: DecodeBenchConfig, use_torch: bool) -> dict:
-    peaks = {"read_gb_s": _rio_rt.measure_read_bandwidth(cfg.read_buffer_bytes, cfg.peak_seconds)}
+    """Read bandwidth and bf16 GEMM rates now, with the load average (how busy the machine was)."""
+    peaks = {"load_average": _load_average(), "read_gb_s": _rio_rt.measure_read_bandwidth(cfg.read_buffer_bytes, cfg.peak_seconds)}
     n = cfg.gemm_size
     peaks["rio_gemm_gflop_s"] = _rio_rt.measure_gemm_peak(n, n, n, cfg.peak_seconds)
     peaks["torch_gemm_gflop_s"] = None
@@ -484,7 +485,7 @@ def run(cfg: DecodeBenchConfig, progress_stream: Optional[TextIO] = None) -> dic
 def _machine(cfg: DecodeBenchConfig, samples: list[dict], threads: int) -> dict:
     """The best of each peak over the rounds: a peak is what the machine can do, so other
     processes holding the cores during one sample must not lower it."""
-    best = {k: max((s[k] for s in samples if s[k] is not None), default=None) for k in samples[0]}
+    best = {k: max((s[k] for s in samples if s[k] is not None), default=None) for k in samples[0] if k != "load_average"}
     return {
         "threads": threads,
         **best,

@@ -141,7 +141,12 @@ fn dense_gemv(tokens: usize, hidden: usize, reps: usize, flush: &peak::StreamBuf
 fn main() {
     let a = parse();
     let (e, h, i, k) = (a.experts, a.hidden, a.inter, a.top_k);
-    println!("isa {}, {} threads; layer E={e} top-{k} H={h} I={i} shared {} bf16", features::active_isa().name(), threads::num_threads(), a.shared);
+    println!(
+        "isa {}, {} threads; layer E={e} top-{k} H={h} I={i} shared {} bf16",
+        features::active_isa().name(),
+        threads::num_threads(),
+        a.shared
+    );
     let (read_gb_s, gemm_gflops) = if a.skip_peaks {
         (f64::NAN, f64::NAN)
     } else {
@@ -163,7 +168,11 @@ fn main() {
         let s = a.shared;
         let leak = |len, seed, scale| random_bf16(len, seed, scale).leak() as &[bf16];
         SharedExpert {
-            mats: ExpertMats { gate: t(leak(s * h, 4, 0.05), &[s, h]), up: t(leak(s * h, 5, 0.05), &[s, h]), down: t(leak(h * s, 6, 0.05), &[h, s]) },
+            mats: ExpertMats {
+                gate: t(leak(s * h, 4, 0.05), &[s, h]),
+                up: t(leak(s * h, 5, 0.05), &[s, h]),
+                down: t(leak(h * s, 6, 0.05), &[h, s]),
+            },
             gate_weight: Some(t(leak(h, 11, 0.05), &[1, h])),
         }
     });

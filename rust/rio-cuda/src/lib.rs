@@ -8,6 +8,7 @@
 //! - [`CudaBackend`] implements [`rio_core::Backend`] on device memory. Tensor views may point to
 //!   device memory (DLPack tensors from torch) or host memory (copied in and out per call).
 pub mod backend;
+pub mod dense;
 mod device;
 pub mod kernels;
 mod memory;

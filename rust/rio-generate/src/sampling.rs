@@ -189,12 +189,11 @@ pub struct Distribution {
     pub probs: Vec<f32>,
 }
 
-/// The tokens that survive filtering with their unnormalised weights `exp(z - z_max)`.
+/// The tokens that survive filtering with their unnormalised weights `exp(z - z_max)`, in no
+/// particular order ([`Sampler::sample`] draws without sorting).
 struct Kept {
     ids: Vec<u32>,
     weights: Vec<f64>,
-    /// By weight descending (top-p sorts; the other filters keep index order).
-    sorted: bool,
 }
 
 /// One sequence's sampler: its parameters, RNG stream and token history (for penalties).
@@ -257,18 +256,14 @@ impl Sampler {
         if self.params.is_greedy() {
             return Distribution { ids: vec![argmax(&penalised)], probs: vec![1.0] };
         }
-        let mut kept = self.kept(&penalised);
-        if !kept.sorted {
-            let mut order: Vec<usize> = (0..kept.ids.len()).collect();
-            order.sort_unstable_by(|&a, &b| kept.weights[b].total_cmp(&kept.weights[a]).then(kept.ids[a].cmp(&kept.ids[b])));
-            kept = Kept {
-                ids: order.iter().map(|&i| kept.ids[i]).collect(),
-                weights: order.iter().map(|&i| kept.weights[i]).collect(),
-                sorted: true,
-            };
-        }
+        let kept = self.kept(&penalised);
+        let mut order: Vec<usize> = (0..kept.ids.len()).collect();
+        order.sort_unstable_by(|&a, &b| kept.weights[b].total_cmp(&kept.weights[a]).then(kept.ids[a].cmp(&kept.ids[b])));
         let total: f64 = kept.weights.iter().sum();
-        Distribution { ids: kept.ids, probs: kept.weights.iter().map(|&w| (w / total) as f32).collect() }
+        Distribution {
+            ids: order.iter().map(|&i| kept.ids[i]).collect(),
+            probs: order.iter().map(|&i| (kept.weights[i] / total) as f32).collect(),
+        }
     }
 
     /// Draws from a distribution with this sampler's RNG.
@@ -331,11 +326,12 @@ impl Sampler {
     /// Temperature, top-k, top-p and min-p over penalised logits (temperature > 0).
     fn kept(&self, penalised: &[f32]) -> Kept {
         let p = &self.params;
-        let inv_t = 1.0 / p.temperature as f32;
         // HF divides the f32 scores by the temperature before the other warpers.
-        let tempered: Vec<f32> = if p.temperature == 1.0 { penalised.to_vec() } else { penalised.iter().map(|&x| x * inv_t).collect() };
+        let t = p.temperature as f32;
+        let tempered: Cow<'_, [f32]> =
+            if p.temperature == 1.0 { Cow::Borrowed(penalised) } else { Cow::Owned(penalised.iter().map(|&x| x / t).collect()) };
         let mut ids: Vec<u32> = if p.top_k > 0 && p.top_k < tempered.len() {
-            let mut values = tempered.clone();
+            let mut values = tempered.to_vec();
             let (_, kth, _) = values.select_nth_unstable_by(p.top_k - 1, |a, b| b.total_cmp(a));
             let kth = *kth;
             (0..tempered.len() as u32).filter(|&i| tempered[i as usize] >= kth).collect()
@@ -345,10 +341,8 @@ impl Sampler {
         let z_max = ids.iter().map(|&i| tempered[i as usize]).fold(f32::NEG_INFINITY, f32::max);
         // f32 exp (relative error ~1e-7, far below what sampling can see), summed in f64.
         let mut weights: Vec<f64> = ids.iter().map(|&i| (tempered[i as usize] - z_max).exp() as f64).collect();
-        let mut sorted = false;
         if p.top_p < 1.0 {
-            (ids, weights) = top_p_prefix(ids, weights, p.top_p);
-            sorted = true;
+            (ids, weights) = top_p_keep(ids, weights, p.top_p);
         }
         if p.min_p > 0.0 {
             // The largest weight is exp(0) = 1 (it survives top-k and top-p).
@@ -359,42 +353,57 @@ impl Sampler {
             let mut k = keep.iter();
             weights.retain(|_| *k.next().unwrap());
         }
-        Kept { ids, weights, sorted }
+        Kept { ids, weights }
     }
 }
 
-/// The most likely tokens, in descending order, while the mass before each is below `top_p`
-/// (HF's TopPLogitsWarper: drop tokens whose ascending cumulative mass is <= 1 - top_p). The
-/// prefix is found by partial selection of a growing candidate set, not a full sort of V.
-fn top_p_prefix(ids: Vec<u32>, weights: Vec<f64>, top_p: f64) -> (Vec<u32>, Vec<f64>) {
-    let total: f64 = weights.iter().sum();
-    let target = top_p * total;
-    let by_weight_desc = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut pairs: Vec<(f64, u32)> = weights.into_iter().zip(ids).collect();
-    let mut k = 1024.min(pairs.len());
-    loop {
-        if k < pairs.len() {
-            pairs.select_nth_unstable_by(k - 1, by_weight_desc);
-        }
-        let mass: f64 = pairs[..k].iter().map(|p| p.0).sum();
-        if mass >= target || k == pairs.len() {
+/// HF's TopPLogitsWarper: walking the tokens by weight, descending, keep each while the mass
+/// before it is below `top_p` (HF drops tokens whose ascending cumulative mass is <= 1 - top_p).
+/// Found without sorting V: tokens are bucketed by weight (1/16 of an octave per bucket; the
+/// buckets follow the weight order exactly since they come from the f64 bits), whole buckets are
+/// kept while their cumulative mass stays below the target, and only the bucket where it crosses
+/// is sorted. Weights are in (0, 1] (the largest is 1). The kept tokens come back unsorted.
+fn top_p_keep(ids: Vec<u32>, weights: Vec<f64>, top_p: f64) -> (Vec<u32>, Vec<f64>) {
+    const BUCKETS: usize = 2048; // 128 octaves: weights below 2^-128 share the last bucket
+    const ONE: u64 = 0x3FF0_0000_0000_0000; // 1.0f64.to_bits()
+    let bucket = |w: f64| (((ONE - w.to_bits()) >> 48) as usize).min(BUCKETS - 1);
+    let target = top_p * weights.iter().sum::<f64>();
+    let mut mass = vec![0.0f64; BUCKETS];
+    for &w in &weights {
+        mass[bucket(w)] += w;
+    }
+    let (mut boundary, mut before) = (BUCKETS - 1, 0.0);
+    for (b, &m) in mass.iter().enumerate() {
+        if before + m >= target {
+            boundary = b;
             break;
         }
-        k = (k * 8).min(pairs.len());
+        before += m;
     }
-    pairs.truncate(k);
-    pairs.sort_unstable_by(by_weight_desc);
-    let mut before = 0.0;
-    let mut keep = 0;
-    for &(w, _) in &pairs {
-        if keep > 0 && before >= target {
+    let mut kept_ids = Vec::new();
+    let mut kept_weights = Vec::new();
+    let mut edge = Vec::new();
+    for (&id, &w) in ids.iter().zip(&weights) {
+        match bucket(w).cmp(&boundary) {
+            std::cmp::Ordering::Less => {
+                kept_ids.push(id);
+                kept_weights.push(w);
+            }
+            std::cmp::Ordering::Equal => edge.push((w, id)),
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+    // `before < target` here, so the edge's first token (the overall first, at worst) is kept.
+    edge.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (w, id) in edge {
+        if before >= target {
             break;
         }
         before += w;
-        keep += 1;
+        kept_ids.push(id);
+        kept_weights.push(w);
     }
-    pairs.truncate(keep);
-    pairs.into_iter().map(|(w, i)| (i, w)).unzip()
+    (kept_ids, kept_weights)
 }
 
 /// The first maximum (ties to the lower id) in one pass.

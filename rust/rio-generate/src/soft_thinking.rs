@@ -17,7 +17,8 @@ use crate::trace::{Mode, Switch, TraceRow};
 /// Randomness added to the concept token (off in the paper; arXiv 2508.03440).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ConceptNoise {
-    /// The filtered probabilities become a Dirichlet(α·p) draw (over the filtered candidates).
+    /// The concept weights become a Dirichlet(α·w) draw, re-sorted. Drawn over the K concept
+    /// entries; the official code draws over the whole filtered distribution before its top-K.
     Dirichlet { alpha: f32 },
     /// The K concept weights become `softmax((ln w + Gumbel)/τ)`, re-sorted.
     Gumbel { tau: f32 },

@@ -190,10 +190,12 @@ impl SwiReasoning {
         let t = p.temperature;
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-        if p.top_k > 0 {
+        let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        if p.top_k > 0 && p.top_k < order.len() {
+            order.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
             order.truncate(p.top_k);
         }
+        order.sort_unstable_by(by_logit_desc);
         let mut w: Vec<f64> = order.iter().map(|&i| ((logits[i as usize] as f64 - max) / t).exp()).collect();
         let total: f64 = w.iter().sum();
         if p.top_p < 1.0 {

@@ -238,3 +238,26 @@ fn bad_configs_name_the_field() {
         assert!(msg.starts_with(field), "{msg}");
     }
 }
+
+#[test]
+fn faithful_min_p_is_absolute_and_clean_min_p_is_relative() {
+    // q = (0.5, 0.3, 0.2): min_p 0.5 keeps only token 0 when absolute (quirk 15), tokens 0 and 1
+    // when relative to the max (threshold 0.25).
+    let mut z = vec![-40.0f32; V];
+    z[0] = 0.5f32.ln();
+    z[1] = 0.3f32.ln();
+    z[2] = 0.2f32.ln();
+    let params = SamplingParams { temperature: 1.0, min_p: 0.5, ..SamplingParams::greedy(MAX_NEW) };
+    let draws = |faithful: bool| {
+        (0..64u64)
+            .map(|seed| {
+                let mut r = Run::new(SwiReasoningConfig { faithful, ..cfg(4) });
+                r.sampler = Sampler::new(params.clone(), seed);
+                r.step(&z).token
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(draws(true).iter().all(|&t| t == 0));
+    let clean = draws(false);
+    assert!(clean.contains(&0) && clean.contains(&1) && !clean.contains(&2), "{clean:?}");
+}

@@ -162,7 +162,14 @@ impl GatedDeltaNet {
         let mut first = 0;
         for (&len, state) in lens.iter().zip(states.iter_mut()) {
             let span = first * channels..(first + len) * channels;
-            conv::causal_conv1d_silu(&qkv[span.clone()], &self.conv_weight, self.kernel, &mut state.conv, pr == Precision::Bf16, &mut y[span]);
+            conv::causal_conv1d_silu(
+                &qkv[span.clone()],
+                &self.conv_weight,
+                self.kernel,
+                &mut state.conv,
+                pr == Precision::Bf16,
+                &mut y[span],
+            );
             first += len;
         }
         // Steps 3-4: split, L2-normalise q and k per head (in f32, inside transformers' kernel),
@@ -189,7 +196,17 @@ impl GatedDeltaNet {
             let (r, h) = (first..first + len, first * n_v..(first + len) * n_v);
             let (qs, ks) = (&q[r.start * qk_w..r.end * qk_w], &k[r.start * qk_w..r.end * qk_w]);
             let vs = &v[r.start * v_w..r.end * v_w];
-            gated_delta::gated_delta_heads(&mut state.recurrent, qs, ks, vs, &g[h.clone()], &beta[h], n_k, n_v, &mut o[r.start * v_w..r.end * v_w]);
+            gated_delta::gated_delta_heads(
+                &mut state.recurrent,
+                qs,
+                ks,
+                vs,
+                &g[h.clone()],
+                &beta[h],
+                n_k,
+                n_v,
+                &mut o[r.start * v_w..r.end * v_w],
+            );
             first = r.end;
         }
         pr.round(&mut o);
@@ -260,12 +277,17 @@ impl DecoderLayer {
         let wrong = || Error::value("cache", "does not belong to this model (layer types differ)");
         let mixed = match &self.mixer {
             Mixer::Attention(a) => {
-                let mut kvs = caches.into_iter().map(|c| if let LayerCache::Attention(kv) = c { Ok(kv) } else { Err(wrong()) }).collect::<Result<Vec<_>>>()?;
+                let mut kvs = caches
+                    .into_iter()
+                    .map(|c| if let LayerCache::Attention(kv) = c { Ok(kv) } else { Err(wrong()) })
+                    .collect::<Result<Vec<_>>>()?;
                 a.forward(&rows, lens, &mut kvs)
             }
             Mixer::DeltaNet(g) => {
-                let mut states =
-                    caches.into_iter().map(|c| if let LayerCache::LinearAttention(s) = c { Ok(s) } else { Err(wrong()) }).collect::<Result<Vec<_>>>()?;
+                let mut states = caches
+                    .into_iter()
+                    .map(|c| if let LayerCache::LinearAttention(s) = c { Ok(s) } else { Err(wrong()) })
+                    .collect::<Result<Vec<_>>>()?;
                 g.forward(&rows, lens, &mut states)
             }
         };
@@ -361,10 +383,13 @@ impl Qwen35Moe {
     /// [`Qwen35Moe::forward`] calls.
     pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
         let (x, lens) = self.run(inputs, caches)?;
-        let last: Vec<usize> = lens.iter().scan(0, |end, &len| {
-            *end += len;
-            Some(*end - 1)
-        }).collect();
+        let last: Vec<usize> = lens
+            .iter()
+            .scan(0, |end, &len| {
+                *end += len;
+                Some(*end - 1)
+            })
+            .collect();
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
         Ok(self.ends.logits_of_rows(&x, &last, |rows, w| {
             norm::rms_norm_1p_inplace(rows, w, eps);

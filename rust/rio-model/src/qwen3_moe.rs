@@ -132,7 +132,13 @@ impl DecoderLayer {
         let p = format!("layers.{layer}");
         let mlp = if c.sparse_layers[layer] {
             let routing = RouterConfig { top_k: c.num_experts_per_tok, renormalize: c.norm_topk_prob };
-            FeedForward::Sparse(MoeBlock::load(w, &format!("{p}.mlp"), (c.num_experts, c.hidden_size, c.moe_intermediate_size), None, routing)?)
+            FeedForward::Sparse(MoeBlock::load(
+                w,
+                &format!("{p}.mlp"),
+                (c.num_experts, c.hidden_size, c.moe_intermediate_size),
+                None,
+                routing,
+            )?)
         } else {
             FeedForward::Dense(Mlp::load(w, &format!("{p}.mlp"), c)?)
         };
@@ -248,10 +254,13 @@ impl Qwen3Moe {
     /// sequences, attention per sequence; the results equal separate [`Qwen3Moe::forward`] calls.
     pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
         let (x, lens) = self.run(inputs, caches)?;
-        let last: Vec<usize> = lens.iter().scan(0, |end, &len| {
-            *end += len;
-            Some(*end - 1)
-        }).collect();
+        let last: Vec<usize> = lens
+            .iter()
+            .scan(0, |end, &len| {
+                *end += len;
+                Some(*end - 1)
+            })
+            .collect();
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
         Ok(self.ends.logits_of_rows(&x, &last, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
     }

@@ -19,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_grouped_gemm, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_moe_forward, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_launch, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_dense_gemm, m)?)?;
     Ok(())
 }
 
@@ -118,16 +119,14 @@ fn cuda_moe_route(
     Ok((r.experts, r.weights))
 }
 
+/// `(counts, offsets, order, position)` of a dispatch.
+type DispatchLists = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+
 /// Dispatch of routed expert ids (flat, `top_k` per token) on the GPU:
 /// `(counts, offsets, order, position)`.
 #[pyfunction]
-fn cuda_moe_dispatch(
-    py: Python<'_>,
-    experts: Vec<u32>,
-    top_k: usize,
-    num_experts: usize,
-) -> PyResult<(Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)> {
-    if top_k == 0 || experts.len() % top_k != 0 {
+fn cuda_moe_dispatch(py: Python<'_>, experts: Vec<u32>, top_k: usize, num_experts: usize) -> PyResult<DispatchLists> {
+    if top_k == 0 || !experts.len().is_multiple_of(top_k) {
         return Err(PyValueError::new_err(format!("experts: {} ids are not whole rows of top_k = {top_k}", experts.len())));
     }
     let b = backend(0)?;
@@ -243,4 +242,36 @@ fn cuda_launch(
     }
     // SAFETY: the caller (rio_rt.cuda.launch) passes device tensors matching the kernel signature.
     py.detach(|| unsafe { rio_cuda::launch(name, grid, block, shared_bytes, stream, &args) }).map_err(to_py)
+}
+
+/// `out [M, N] = x [M, K] · weight [N, K]ᵀ` through cuBLAS on CUDA tensors with contiguous rows;
+/// `out` is float32 or the input dtype.
+#[pyfunction]
+fn cuda_dense_gemm(py: Python<'_>, x: &Bound<'_, PyAny>, weight: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>, stream: u64) -> PyResult<()> {
+    let (xt, wt, ot) =
+        (CudaTensor::import(x, "x", stream)?, CudaTensor::import(weight, "weight", stream)?, CudaTensor::import(out, "out", stream)?);
+    let (xv, wv, ov) = (xt.view(), wt.view(), ot.view());
+    let rows = |t: &TensorRef<'_>, arg: &str| -> PyResult<(usize, usize, usize)> {
+        match (t.shape(), t.strides()) {
+            ([r, c], [ld, 1]) if *ld >= *c as isize => Ok((*r, *c, *ld as usize)),
+            ([r, c], [_, _]) if *r <= 1 => Ok((*r, *c, *c)),
+            _ => Err(PyValueError::new_err(format!("{arg}: expected a 2-D CUDA tensor with contiguous rows, got shape {:?}", t.shape()))),
+        }
+    };
+    let ((m, k, lda), (n, kw, ldw), (mo, no, ldc)) = (rows(&xv, "x")?, rows(&wv, "weight")?, rows(&ov, "out")?);
+    if kw != k || mo != m || no != n {
+        return Err(PyValueError::new_err(format!(
+            "shapes: x {:?} · weight {:?}ᵀ does not give out {:?}",
+            xv.shape(),
+            wv.shape(),
+            ov.shape()
+        )));
+    }
+    if wv.dtype() != xv.dtype() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!("weight: expected {}, got {}", xv.dtype().name(), wv.dtype().name())));
+    }
+    let (a, w, c) = (xv.as_ptr() as u64, wv.as_ptr() as u64, ov.as_ptr() as u64);
+    let (dtype, out_dtype) = (xv.dtype(), ov.dtype());
+    // SAFETY: DLPack gave device tensors of these shapes, alive for the call; the stream is torch's.
+    py.detach(|| unsafe { rio_cuda::dense::gemm_nt(a, lda, w, ldw, c, ldc, (m, n, k), dtype, out_dtype, stream) }).map_err(to_py)
 }

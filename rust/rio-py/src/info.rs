@@ -4,6 +4,8 @@
 //! Parameters per decoded token (batch 1) count every text tensor in full except the routed
 //! experts (k of E per layer) and the embedding table (one row); bytes per token are those
 //! parameters at their stored dtype (spec section 7). Vision and MTP tensors are reported apart.
+//! A folder with a config but no weights is counted from the tensor shapes the config implies
+//! (spec section 5), in bf16 with `A_log` and the Gated DeltaNet norm in f32 as the releases store them.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,7 @@ use rio_core::Result;
 use rio_model::config::{Architecture, GenerationConfig, LayerType, Qwen35MoeConfig, Qwen3MoeConfig};
 use rio_model::index::INDEX_FILE;
 use rio_model::names::tensor_kind;
-use rio_model::Checkpoint;
+use rio_model::{Checkpoint, StoredDType};
 
 use crate::errors::to_py;
 
@@ -45,6 +47,95 @@ struct Layout {
     /// Gated DeltaNet recurrent-state elements (fp32) and conv-state elements per sequence.
     linear_state_elements: u64,
     conv_state_elements: u64,
+    /// The text tensors the config implies: logical name, shape, stored in f32 (else bf16).
+    implied: Vec<(String, Vec<usize>, bool)>,
+}
+
+/// The logical tensors of a Qwen3.5-MoE text model (spec section 5).
+fn qwen35_tensors(c: &Qwen35MoeConfig) -> Vec<(String, Vec<usize>, bool)> {
+    let (h, e, i, is) = (c.hidden_size, c.num_experts, c.moe_intermediate_size, c.shared_expert_intermediate_size);
+    let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    let (nv, dv) = (c.linear_num_value_heads, c.linear_value_head_dim);
+    let mut t = ends(c.vocab_size, h, c.tie_word_embeddings);
+    for (l, kind) in c.layer_types.iter().enumerate() {
+        let mut layer = vec![("input_layernorm.weight", vec![h], false), ("post_attention_layernorm.weight", vec![h], false)];
+        layer.extend(match kind {
+            LayerType::LinearAttention => vec![
+                ("linear_attn.in_proj_qkv.weight", vec![c.conv_channels(), h], false),
+                ("linear_attn.in_proj_z.weight", vec![nv * dv, h], false),
+                ("linear_attn.in_proj_b.weight", vec![nv, h], false),
+                ("linear_attn.in_proj_a.weight", vec![nv, h], false),
+                ("linear_attn.conv1d.weight", vec![c.conv_channels(), 1, c.linear_conv_kernel_dim], false),
+                ("linear_attn.A_log", vec![nv], true),
+                ("linear_attn.dt_bias", vec![nv], false),
+                ("linear_attn.norm.weight", vec![dv], true),
+                ("linear_attn.out_proj.weight", vec![h, nv * dv], false),
+            ],
+            // q_proj holds the query and its output gate (spec 2).
+            LayerType::FullAttention => attention(h, 2 * nh * hd, nkv * hd, nh * hd, hd),
+        });
+        layer.extend(moe(h, e, i));
+        if is > 0 {
+            layer.extend([
+                ("mlp.shared_expert.gate_proj.weight", vec![is, h], false),
+                ("mlp.shared_expert.up_proj.weight", vec![is, h], false),
+                ("mlp.shared_expert.down_proj.weight", vec![h, is], false),
+                ("mlp.shared_expert_gate.weight", vec![1, h], false),
+            ]);
+        }
+        t.extend(layer.into_iter().map(|(name, shape, f32)| (format!("layers.{l}.{name}"), shape, f32)));
+    }
+    t
+}
+
+/// The logical tensors of a Qwen3-MoE model.
+fn qwen3moe_tensors(c: &Qwen3MoeConfig) -> Vec<(String, Vec<usize>, bool)> {
+    let h = c.hidden_size;
+    let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    let mut t = ends(c.vocab_size, h, c.tie_word_embeddings);
+    for (l, sparse) in c.sparse_layers.iter().enumerate() {
+        let mut layer = vec![("input_layernorm.weight", vec![h], false), ("post_attention_layernorm.weight", vec![h], false)];
+        layer.extend(attention(h, nh * hd, nkv * hd, nh * hd, hd));
+        if *sparse {
+            layer.extend(moe(h, c.num_experts, c.moe_intermediate_size));
+        } else {
+            let d = c.intermediate_size;
+            layer.extend([
+                ("mlp.gate_proj.weight", vec![d, h], false),
+                ("mlp.up_proj.weight", vec![d, h], false),
+                ("mlp.down_proj.weight", vec![h, d], false),
+            ]);
+        }
+        t.extend(layer.into_iter().map(|(name, shape, f32)| (format!("layers.{l}.{name}"), shape, f32)));
+    }
+    t
+}
+
+fn ends(vocab: usize, h: usize, tied: bool) -> Vec<(String, Vec<usize>, bool)> {
+    let mut t = vec![("embed_tokens.weight".to_string(), vec![vocab, h], false), ("norm.weight".to_string(), vec![h], false)];
+    if !tied {
+        t.push(("lm_head.weight".to_string(), vec![vocab, h], false));
+    }
+    t
+}
+
+fn attention(h: usize, q_rows: usize, kv_rows: usize, o_cols: usize, hd: usize) -> Vec<(&'static str, Vec<usize>, bool)> {
+    vec![
+        ("self_attn.q_proj.weight", vec![q_rows, h], false),
+        ("self_attn.k_proj.weight", vec![kv_rows, h], false),
+        ("self_attn.v_proj.weight", vec![kv_rows, h], false),
+        ("self_attn.o_proj.weight", vec![h, o_cols], false),
+        ("self_attn.q_norm.weight", vec![hd], false),
+        ("self_attn.k_norm.weight", vec![hd], false),
+    ]
+}
+
+fn moe(h: usize, e: usize, i: usize) -> Vec<(&'static str, Vec<usize>, bool)> {
+    vec![
+        ("mlp.gate.weight", vec![e, h], false),
+        ("mlp.experts.gate_up_proj", vec![e, 2 * i, h], false),
+        ("mlp.experts.down_proj", vec![e, h, i], false),
+    ]
 }
 
 fn layout(dir: &Path) -> Result<Layout> {
@@ -88,6 +179,7 @@ fn layout(dir: &Path) -> Result<Layout> {
                 kv_elements_per_token: full * 2 * (c.num_key_value_heads * c.head_dim) as u64,
                 linear_state_elements: linear * (c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim) as u64,
                 conv_state_elements: linear * (c.conv_channels() * (c.linear_conv_kernel_dim - 1)) as u64,
+                implied: qwen35_tensors(&c),
             }
         }
         Architecture::Qwen3Moe => {
@@ -115,6 +207,7 @@ fn layout(dir: &Path) -> Result<Layout> {
                 kv_elements_per_token: c.num_hidden_layers as u64 * 2 * (c.num_key_value_heads * c.head_dim) as u64,
                 linear_state_elements: 0,
                 conv_state_elements: 0,
+                implied: qwen3moe_tensors(&c),
             }
         }
     })
@@ -151,6 +244,8 @@ fn group_of(logical: &str) -> &'static str {
 }
 
 struct WeightsInfo {
+    /// "headers" (the safetensors headers) or "config" (the shapes the config implies).
+    counted_from: &'static str,
     groups: BTreeMap<&'static str, Group>,
     dtype_params: BTreeMap<&'static str, u64>,
     skipped_params: u64,
@@ -159,11 +254,42 @@ struct WeightsInfo {
     file_bytes: u64,
 }
 
-fn weights_info(dir: &Path, layout: &Layout) -> Result<WeightsInfo> {
+impl WeightsInfo {
+    fn new(counted_from: &'static str) -> Self {
+        WeightsInfo {
+            counted_from,
+            groups: BTreeMap::new(),
+            dtype_params: BTreeMap::new(),
+            skipped_params: 0,
+            skipped_tensors: 0,
+            shards: 0,
+            file_bytes: 0,
+        }
+    }
+
+    /// Adds one logical tensor of `rows` leading rows; `tied`: the embedding doubles as lm_head.
+    fn add(&mut self, layout: &Layout, name: &str, rows: usize, params: u64, bytes: u64, tied: bool) {
+        let group = group_of(name);
+        let rows = rows.max(1) as u64;
+        // Per decoded token: k of E experts, one embedding row (the whole table when it doubles
+        // as the lm_head), everything else in full.
+        let (active_params, active_bytes) = match group {
+            "routed experts" if rows == layout.experts => (params / rows * layout.top_k, bytes / rows * layout.top_k),
+            "embedding" if !tied => (params / rows, bytes / rows),
+            _ => (params, bytes),
+        };
+        let g = self.groups.entry(group).or_default();
+        g.params += params;
+        g.bytes += bytes;
+        g.active_params += active_params;
+        g.active_bytes += active_bytes;
+    }
+}
+
+fn from_headers(dir: &Path, layout: &Layout) -> Result<WeightsInfo> {
     let ck = Checkpoint::open(dir)?;
-    let mut groups: BTreeMap<&'static str, Group> = BTreeMap::new();
-    let mut dtype_params: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let tied = ck.get("lm_head.weight").is_none();
+    let mut w = WeightsInfo::new("headers");
+    let tied = ck.get("lm_head.weight").is_none() && layout.tie_word_embeddings;
     for name in ck.names() {
         let tensor = ck.get(name).expect("name from this checkpoint");
         let (mut params, mut bytes) = (0u64, 0u64);
@@ -171,34 +297,32 @@ fn weights_info(dir: &Path, layout: &Layout) -> Result<WeightsInfo> {
             let info = ck.shards()[part.shard].info(&part.key).expect("part from this checkpoint");
             params += info.numel() as u64;
             bytes += info.bytes.len() as u64;
-            *dtype_params.entry(info.dtype.name()).or_default() += info.numel() as u64;
+            *w.dtype_params.entry(info.dtype.name()).or_default() += info.numel() as u64;
         }
-        let group = group_of(name);
-        let rows = tensor.shape.first().copied().unwrap_or(1).max(1) as u64;
-        // Per decoded token: k of E experts, one embedding row (the whole table when it doubles
-        // as the lm_head), everything else in full.
-        let (active_params, active_bytes) = match group {
-            "routed experts" if rows == layout.experts => (params / rows * layout.top_k, bytes / rows * layout.top_k),
-            "embedding" if !(tied && layout.tie_word_embeddings) => (params / rows, bytes / rows),
-            _ => (params, bytes),
-        };
-        let g = groups.entry(group).or_default();
-        g.params += params;
-        g.bytes += bytes;
-        g.active_params += active_params;
-        g.active_bytes += active_bytes;
+        w.add(layout, name, tensor.shape.first().copied().unwrap_or(1), params, bytes, tied);
     }
-    let mut skipped_params = 0u64;
     for key in ck.skipped() {
         if let Some(info) = ck.shards().iter().find_map(|s| s.info(key)) {
-            skipped_params += info.numel() as u64;
+            w.skipped_params += info.numel() as u64;
         }
     }
-    let mut file_bytes = 0u64;
+    w.skipped_tensors = ck.skipped().len();
+    w.shards = ck.shards().len();
     for shard in ck.shards() {
-        file_bytes += std::fs::metadata(shard.path()).map(|m| m.len()).unwrap_or(0);
+        w.file_bytes += std::fs::metadata(shard.path()).map(|m| m.len()).unwrap_or(0);
     }
-    Ok(WeightsInfo { groups, dtype_params, skipped_params, skipped_tensors: ck.skipped().len(), shards: ck.shards().len(), file_bytes })
+    Ok(w)
+}
+
+fn from_config(layout: &Layout) -> WeightsInfo {
+    let mut w = WeightsInfo::new("config");
+    for (name, shape, f32) in &layout.implied {
+        let params: u64 = shape.iter().map(|&d| d as u64).product();
+        let dtype = if *f32 { StoredDType::F32 } else { StoredDType::BF16 };
+        *w.dtype_params.entry(dtype.name()).or_default() += params;
+        w.add(layout, name, shape[0], params, params * dtype.size() as u64, layout.tie_word_embeddings);
+    }
+    w
 }
 
 fn has_weights(dir: &Path) -> bool {
@@ -211,7 +335,7 @@ fn checkpoint_info(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>>
     let (layout, weights, generation, tokenizer) = py
         .detach(|| -> Result<_> {
             let layout = layout(&path)?;
-            let weights = if has_weights(&path) { Some(weights_info(&path, &layout)?) } else { None };
+            let weights = if has_weights(&path) { from_headers(&path, &layout)? } else { from_config(&layout) };
             let generation = GenerationConfig::from_dir(&path)?;
             let tokenizer = rio_tokenizer::Tokenizer::from_dir(&path)?;
             Ok((layout, weights, generation, tokenizer))
@@ -234,28 +358,22 @@ fn checkpoint_info(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>>
     d.set_item("linear_state_elements", layout.linear_state_elements)?;
     d.set_item("conv_state_elements", layout.conv_state_elements)?;
 
-    match &weights {
-        None => d.set_item("weights", py.None())?,
-        Some(w) => {
-            let groups = PyDict::new(py);
-            for (name, g) in &w.groups {
-                let row = PyDict::new(py);
-                row.set_item("params", g.params)?;
-                row.set_item("bytes", g.bytes)?;
-                row.set_item("active_params", g.active_params)?;
-                row.set_item("active_bytes", g.active_bytes)?;
-                groups.set_item(name, row)?;
-            }
-            let wd = PyDict::new(py);
-            wd.set_item("groups", groups)?;
-            wd.set_item("dtype_params", w.dtype_params.clone())?;
-            wd.set_item("skipped_params", w.skipped_params)?;
-            wd.set_item("skipped_tensors", w.skipped_tensors)?;
-            wd.set_item("shards", w.shards)?;
-            wd.set_item("file_bytes", w.file_bytes)?;
-            d.set_item("weights", wd)?;
-        }
+    let groups = PyDict::new(py);
+    for (name, g) in &weights.groups {
+        let row = PyDict::new(py);
+        row.set_item("params", g.params)?;
+        row.set_item("bytes", g.bytes)?;
+        row.set_item("active_params", g.active_params)?;
+        row.set_item("active_bytes", g.active_bytes)?;
+        groups.set_item(name, row)?;
     }
+    d.set_item("counted_from", weights.counted_from)?;
+    d.set_item("groups", groups)?;
+    d.set_item("dtype_params", weights.dtype_params.clone())?;
+    d.set_item("skipped_params", weights.skipped_params)?;
+    d.set_item("skipped_tensors", weights.skipped_tensors)?;
+    d.set_item("shards", weights.shards)?;
+    d.set_item("file_bytes", weights.file_bytes)?;
 
     match &tokenizer {
         None => d.set_item("tokenizer", py.None())?,

@@ -113,7 +113,12 @@ impl Model {
 
     /// One step for several sequences: `ids[b]` (1-D int ids, lengths may differ) continues
     /// `caches[b]`. Returns float32 logits `(B, V)` of each sequence's last new position.
-    fn forward_batch<'py>(&self, py: Python<'py>, ids: Vec<Bound<'py, PyAny>>, caches: Vec<Bound<'py, Cache>>) -> PyResult<Bound<'py, PyAny>> {
+    fn forward_batch<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<Bound<'py, PyAny>>,
+        caches: Vec<Bound<'py, Cache>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let v = self.inner.as_lm().vocab_size();
         if ids.len() != caches.len() || ids.is_empty() {
             return Err(PyValueError::new_err(format!("forward_batch: {} id arrays need as many caches, got {}", ids.len(), caches.len())));
@@ -123,7 +128,10 @@ impl Model {
             let arg = format!("ids[{b}]");
             let t = borrow(seq, &arg, &[DType::I32, DType::I64])?;
             if t.shape().len() != 1 || t.shape()[0] == 0 {
-                return Err(PyValueError::new_err(format!("{arg}: expected a non-empty 1-D array of token ids, got shape {:?}", t.shape())));
+                return Err(PyValueError::new_err(format!(
+                    "{arg}: expected a non-empty 1-D array of token ids, got shape {:?}",
+                    t.shape()
+                )));
             }
             let all = t.to_i64_vec();
             if let Some((i, bad)) = all.iter().enumerate().find(|(_, &x)| x < 0 || x as u64 >= v as u64) {

@@ -110,8 +110,10 @@ pub(crate) fn controllers(
                     )),
                     None => vec![end_think],
                 };
+            let faithful: bool = field(reasoning, k, "faithful")?;
             let soft_form = match field::<String>(reasoning, k, "soft_form")?.as_str() {
                 "full" => SoftForm::Full,
+                "auto" if faithful => SoftForm::Full,
                 "pruned" | "auto" => SoftForm::Pruned { max_skipped_mass: field(reasoning, k, "pruned_mass")? },
                 other => {
                     return Err(PyValueError::new_err(format!(
@@ -133,7 +135,7 @@ pub(crate) fn controllers(
                 math_token_ids: ids("math_token_ids")?.unwrap_or_default(),
                 soft_form,
                 start_explicit: field(reasoning, k, "start_explicit")?,
-                faithful: field(reasoning, k, "faithful")?,
+                faithful,
                 max_row_norm: None,
             };
             cfg.validate(vocab).map_err(to_py)?;

@@ -210,7 +210,7 @@ pub(crate) unsafe fn matmul_nt_raw(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: 
         use DType::{BF16, F16, F32};
         let widenable = matches!(x.dtype, F32 | BF16) && matches!(w.dtype, F32 | F16 | BF16);
         match (isa, x.dtype, w.dtype) {
-            (Isa::Amx, BF16, BF16) if x.rows >= tmp_min_rows() => return amx::matmul_nt(x, w, out, ldo),
+            (Isa::Amx, BF16, BF16) if x.rows >= AMX_MIN_ROWS => return amx::matmul_nt(x, w, out, ldo),
             (Isa::Amx | Isa::Avx512Bf16, BF16, BF16) => return avx512_bf16::matmul_nt(x, w, out, ldo),
             (Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512, _, _) if widenable => return avx512::matmul_nt(x, w, out, ldo),
             (Isa::Avx2, _, _) if widenable => return avx2::matmul_nt(x, w, out, ldo),
@@ -223,8 +223,3 @@ pub(crate) unsafe fn matmul_nt_raw(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: 
 
 #[cfg(test)]
 pub(crate) mod tests;
-
-fn tmp_min_rows() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("RIO_TMP_AMX_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(AMX_MIN_ROWS))
-}

@@ -172,3 +172,24 @@ fn pooled_matmul_matches_the_reference_on_large_shapes() {
         }
     }
 }
+
+/// Few activation rows against a weight matrix of several MiB: the weights are cut into more
+/// bands than threads (odd row counts, a partial last band), every row written once.
+#[test]
+fn pooled_gemv_in_many_weight_bands_matches_the_reference() {
+    let mut rng = Rng::new(13);
+    let (n, k) = (4099usize, 300usize);
+    for &(xd, wd) in &PAIRS[..2] {
+        let ws = Data::random(wd, n * k, &mut rng);
+        let w = ws.mat(n, k, k);
+        assert!(n * k * wd.size() > 2 * super::GEMV_MIN_BAND_BYTES, "the weights must span several bands");
+        for m in [1usize, 2, 5, 8] {
+            let xs = Data::random(xd, m * k, &mut rng);
+            let x = xs.mat(m, k, k);
+            // ldo > n: the padding columns must stay NaN.
+            let mut out = vec![f32::NAN; m * (n + 3)];
+            matmul_nt(x, w, &mut out, n + 3);
+            check(x, w, &out, n + 3, 1e-5, &format!("banded GEMV {xd} x {wd} M {m}"));
+        }
+    }
+}

@@ -27,15 +27,17 @@ use crate::features::{self, Isa};
 use crate::gemm::{self, MatRef, SyncPtr};
 use crate::scratch::{Plain, Scratch};
 
-/// Most tokens the fused path takes. Up to here every expert's weights stream from memory at a
-/// few rows each; past it, prefill's tile path (packed rows, grouped tasks) wins.
-pub(crate) const MAX_TOKENS: usize = 64;
+/// Most tokens the fused path takes: decode and small batches, where the fixed costs it saves
+/// (three parallel steps, their barriers) are a sizeable part of the call. Past it, experts
+/// start to get enough rows for the grouped tile path, which packs each expert's rows once
+/// where the pieces here would pack them per piece.
+pub(crate) const MAX_TOKENS: usize = 16;
 
 /// Weight bytes per piece: about 15 µs of one core's stream, so the last piece leaves the other
 /// thread idle briefly, while the claim (one atomic add) stays negligible.
 const PIECE_BYTES: usize = 256 << 10;
 
-/// Groups of weights: expert `e < E`, or `E`, the shared expert.
+/// A unit of work. Its group is expert `e < E`, or `E`, the shared expert.
 #[derive(Clone, Copy, Debug)]
 enum Piece {
     /// Router logits of experts `n0..n0 + len`.
@@ -95,7 +97,9 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
     let mat = MatRef::from_tensor;
     let router_w = mat(&weights.router, "router_weight")?;
     let shared = match &weights.shared {
-        Some(s) => Some([mat(&s.mats.gate, "shared_gate_proj")?, mat(&s.mats.up, "shared_up_proj")?, mat(&s.mats.down, "shared_down_proj")?]),
+        Some(s) => {
+            Some([mat(&s.mats.gate, "shared_gate_proj")?, mat(&s.mats.up, "shared_up_proj")?, mat(&s.mats.down, "shared_down_proj")?])
+        }
         None => None,
     };
 
@@ -106,7 +110,8 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
     let router_pieces = pre.len();
     let inter = weights.intermediate();
     let shared_inter = shared.map_or(0, |s| s[0].rows);
-    let sizes = Sizes { gate_up: block(2 * h * wsize), down_routed: block(inter * wsize), down_shared: block(shared_inter * wsize), experts: e };
+    let sizes =
+        Sizes { gate_up: block(2 * h * wsize), down_routed: block(inter * wsize), down_shared: block(shared_inter * wsize), experts: e };
     if shared.is_some() {
         sizes.gate_up_pieces(e, shared_inter, &mut pre);
         sizes.down_pieces(e, h, &mut pre);
@@ -146,6 +151,9 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
         shared_act: SyncPtr(shared_act.as_mut_ptr()),
         slots: SyncPtr(slots.as_mut_ptr()),
     };
+    // Spawned jobs rather than a broadcast: a job no other thread has taken when the caller's own
+    // part ends runs on the caller (finding nothing left to claim), so a busy or descheduled
+    // pool thread never holds the call up.
     pool.install(|| {
         rayon::scope(|s| {
             for _ in 1..threads {
@@ -237,7 +245,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
     fn participate(&self) {
         let slot = self.joined.fetch_add(1, Ordering::AcqRel);
         let len = self.tokens * self.hidden;
-        // SAFETY: one slot per pool thread, and each thread enters once.
+        // SAFETY: a call runs as many participants as it has slots, each entering once.
         let acc = unsafe { std::slice::from_raw_parts_mut(self.slots.get().add(slot * len), len) };
         acc.fill(0.0);
         let (gu, down) = (self.sizes.gate_up, self.sizes.down_routed.max(self.sizes.down_shared));
@@ -298,7 +306,11 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
         let routing = router::select_experts(logits, e, self.config)?;
         let dispatch = dispatch::dispatch(&routing, e)?;
         let mut xs = Scratch::<A>::stale(t * k * self.hidden);
-        rows::gather_into(self.xe, Some(&dispatch.order), k, &mut xs);
+        // On this thread: a parallel gather could run another piece of this call (or this
+        // thread's own claim loop) under this frame while the plan is not out, a deadlock.
+        for (p, row) in xs.chunks_exact_mut(self.hidden.max(1)).enumerate() {
+            rows::convert_row(self.xe, dispatch.order[p] as usize / k, row);
+        }
         let active: Vec<usize> = (0..e).filter(|&x| dispatch.offsets[x + 1] > dispatch.offsets[x]).collect();
         let mut pieces = Vec::new();
         for (n, &x) in active.iter().enumerate() {
@@ -339,7 +351,9 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
             Piece::GateUp { group, f0, len } => {
                 let ([gate, up, _], first, rows, inter) = self.group(group, plan);
                 let x = match plan {
-                    Some(p) if group != self.sizes.experts => MatRef::from_slice(&p.xs, p.xs.len() / self.hidden, self.hidden).rows_range(first, rows),
+                    Some(p) if group != self.sizes.experts => {
+                        MatRef::from_slice(&p.xs, p.xs.len() / self.hidden, self.hidden).rows_range(first, rows)
+                    }
                     _ => self.xe,
                 };
                 let (g, u) = tmp[..2 * rows * len].split_at_mut(rows * len);
@@ -366,7 +380,9 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
                 let act = unsafe { std::slice::from_raw_parts(act.get().add(first * inter) as *const A, rows * inter) };
                 let y = &mut tmp[..rows * len];
                 // SAFETY: y holds rows x len.
-                unsafe { gemm::matmul_nt_raw(self.isa, MatRef::from_slice(act, rows, inter), down.rows_range(h0, len), y.as_mut_ptr(), len) };
+                unsafe {
+                    gemm::matmul_nt_raw(self.isa, MatRef::from_slice(act, rows, inter), down.rows_range(h0, len), y.as_mut_ptr(), len)
+                };
                 for (r, yr) in y.chunks_exact(len).enumerate() {
                     let (token, w) = match plan {
                         Some(p) if group != self.sizes.experts => (p.targets.token[first + r] as usize, p.targets.weight[first + r]),

@@ -353,3 +353,28 @@ fn experts_packed_straight_from_the_dispatch_order_match_f64() {
         assert_close(&got, &want, &tol, &format!("dispatch order on {}", isa.name()));
     }
 }
+
+/// Decode blocks called at once from several threads and from inside the pool's own tasks (as a
+/// model running layers on the pool would): every call finishes, with the right answer.
+#[test]
+fn decode_blocks_run_concurrently_and_nested_in_the_pool() {
+    use rayon::prelude::*;
+    let mut rng = Rng::new(41);
+    let block = Block::random(DType::BF16, &mut rng);
+    let weights = block.weights();
+    let config = RouterConfig { top_k: 2, renormalize: true };
+    let xd = Data::random(DType::BF16, 3 * H, &mut rng);
+    let x = tensor(&xd, &[3, H]);
+    let (want, tol) = block_f64(&x, &weights, config);
+    let call = || {
+        let mut out = Tensor::zeros(DType::F32, &[3, H]);
+        forward(&x, &weights, config, &mut out.view_mut()).unwrap();
+        assert_close(out.as_slice::<f32>(), &want, &tol, "concurrent decode block");
+    };
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| (0..20).for_each(|_| call()));
+        }
+        s.spawn(|| crate::threads::pool().install(|| (0..40).into_par_iter().for_each(|_| call())));
+    });
+}

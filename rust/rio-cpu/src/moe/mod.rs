@@ -37,7 +37,7 @@ pub fn forward(x: &TensorRef<'_>, weights: &MoeWeights<'_>, config: RouterConfig
     rows::expect_output(out, "out", &[t, h])?;
 
     let mut acc = Scratch::<f32>::zeroed(t * h);
-    if (1..=decode::MAX_TOKENS).contains(&t) && std::env::var("RIO_TMP_UNFUSED").is_err() {
+    if (1..=decode::MAX_TOKENS).contains(&t) {
         match compute_dtype(weights.dtype()) {
             DType::BF16 => decode::forward::<bf16>(x, weights, config, &mut acc)?,
             _ => decode::forward::<f32>(x, weights, config, &mut acc)?,

@@ -13,12 +13,24 @@ pub fn causal_conv1d_silu(x: &[f32], w: &[f32], kernel: usize, history: &mut [f3
     let mut ext = Vec::with_capacity(history.len() + x.len());
     ext.extend_from_slice(history);
     ext.extend_from_slice(x);
+    // Taps by position `[K, C]`, so each step runs over contiguous channels.
+    let mut taps = vec![0f32; kernel * channels];
+    for (c, wc) in w.chunks_exact(kernel).enumerate() {
+        for (j, &wj) in wc.iter().enumerate() {
+            taps[j * channels + c] = wj;
+        }
+    }
     for s in 0..t {
         let o = &mut out[s * channels..(s + 1) * channels];
-        for (c, oc) in o.iter_mut().enumerate() {
-            let taps = &w[c * kernel..(c + 1) * kernel];
-            let acc: f32 = taps.iter().enumerate().map(|(j, &wj)| wj * ext[(s + j) * channels + c]).sum();
-            *oc = if round_bf16 { bf16r(super::silu(bf16r(acc))) } else { super::silu(acc) };
+        o.fill(0.0);
+        for j in 0..kernel {
+            let src = &ext[(s + j) * channels..(s + j + 1) * channels];
+            for ((oc, &xc), &wc) in o.iter_mut().zip(src).zip(&taps[j * channels..(j + 1) * channels]) {
+                *oc += wc * xc;
+            }
+        }
+        for oc in o.iter_mut() {
+            *oc = if round_bf16 { bf16r(super::silu(bf16r(*oc))) } else { super::silu(*oc) };
         }
     }
     history.copy_from_slice(&ext[t * channels..]);

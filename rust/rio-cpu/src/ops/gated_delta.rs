@@ -16,7 +16,17 @@ pub const CHUNK: usize = 64;
 /// and writes `out [T, n_v, d_v]`. One token steps the recurrence, several run the chunked form
 /// (spec 3.2), as transformers chooses.
 #[allow(clippy::too_many_arguments)]
-pub fn gated_delta_heads(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], n_k: usize, n_v: usize, out: &mut [f32]) {
+pub fn gated_delta_heads(
+    state: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    n_k: usize,
+    n_v: usize,
+    out: &mut [f32],
+) {
     use rayon::prelude::*;
     let t = g.len() / n_v;
     assert!(t > 0 && g.len() == t * n_v && beta.len() == g.len() && n_v.is_multiple_of(n_k) && out.len() == v.len());

@@ -38,7 +38,7 @@ pub fn softmax_entropy(logits: &[f32], temperature: f32, probs: &mut [f32]) -> R
     } else {
         max_and_sum(logits, inv_t)
     };
-    if max.is_nan() || !(sum > 0.0) || sum.is_nan() {
+    if max.is_nan() || sum.is_nan() || sum <= 0.0 {
         return Err(Error::value("logits", "NaN or all -inf logits have no softmax"));
     }
     let inv_sum = 1.0 / sum;

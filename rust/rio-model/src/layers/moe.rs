@@ -20,7 +20,13 @@ pub struct MoeBlock {
 
 impl MoeBlock {
     /// The block `{p}` of `dims` = (E, H, I), with a shared expert of `shared_intermediate` rows.
-    pub fn load(w: &Loader, p: &str, dims: (usize, usize, usize), shared_intermediate: Option<usize>, routing: RouterConfig) -> Result<Self> {
+    pub fn load(
+        w: &Loader,
+        p: &str,
+        dims: (usize, usize, usize),
+        shared_intermediate: Option<usize>,
+        routing: RouterConfig,
+    ) -> Result<Self> {
         Ok(MoeBlock { store: w.moe(p, dims, shared_intermediate)?, routing, hidden: dims.1, precision: w.precision })
     }
 

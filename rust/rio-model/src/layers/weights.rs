@@ -205,10 +205,8 @@ impl Loader {
         expect_float(stored, &gate_up, &self.dir())?;
         if self.wanted(stored) == stored {
             // SAFETY: every view points into the checkpoint's mmap, which `_backing` keeps alive.
-            let mats = mats
-                .into_iter()
-                .map(|m| unsafe { ExpertMats { gate: extend(m.gate), up: extend(m.up), down: extend(m.down) } })
-                .collect();
+            let mats =
+                mats.into_iter().map(|m| unsafe { ExpertMats { gate: extend(m.gate), up: extend(m.up), down: extend(m.down) } }).collect();
             return Ok(ExpertWeights { mats, backing: vec![Backing::Mapped { _checkpoint: self.ck.clone() }] });
         }
         let dtype = self.wanted(stored);
@@ -293,14 +291,4 @@ fn widen_parts(parts: &[TensorRef<'_>], name: &str, dir: &str) -> Result<Vec<f32
         }
     }
     Ok(out)
-}
-
-/// The elements of `name`, in row-major order, as f32; `shape` is the shape it must have.
-pub fn load_f32(ck: &Checkpoint, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let dir = ck.dir().display().to_string();
-    let stored = ck.get(name).ok_or_else(|| Error::checkpoint(&dir, format!("tensor {name} is missing")))?;
-    if stored.shape != shape {
-        return Err(Error::checkpoint(&dir, format!("tensor {name} has shape {:?}, expected {shape:?}", stored.shape)));
-    }
-    widen_parts(&ck.parts(name)?, name, &dir)
 }
