@@ -51,7 +51,8 @@ impl RopeConfig {
         // Which frequencies rotate fewer than `rotations` times over the original context
         // (f64, as Python computes them), then a ramp over the dims between the two bounds.
         let (dim, base) = (rotary_dim as f64, self.theta);
-        let correction_dim = |rotations: f64| dim * (original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
+        let correction_dim =
+            |rotations: f64| dim * (original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
         let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
         if truncate {
             (low, high) = (low.floor(), high.ceil());
@@ -365,9 +366,11 @@ impl Qwen35MoeConfig {
         let max_positions = top.opt_f64("max_position_embeddings")?;
         let original = match (r.opt_f64("original_max_position_embeddings")?, top.opt_f64("original_max_position_embeddings")?) {
             (Some(v), _) | (None, Some(v)) => v,
-            (None, None) => max_positions.ok_or_else(|| r.err("original_max_position_embeddings", "is missing (and so is max_position_embeddings)"))?,
+            (None, None) => {
+                max_positions.ok_or_else(|| r.err("original_max_position_embeddings", "is missing (and so is max_position_embeddings)"))?
+            }
         };
-        if !(original >= 1.0) {
+        if original.is_nan() || original < 1.0 {
             return Err(r.err("original_max_position_embeddings", format!("must be at least 1, got {original}")));
         }
         let factor = match r.opt_f64("factor")? {

@@ -141,10 +141,10 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
         sizes,
         pre,
         router_pieces,
-        next: AtomicUsize::new(0),
+        next: Padded::default(),
         router_done: AtomicUsize::new(0),
         joined: AtomicUsize::new(0),
-        ready: (0..=e).map(|_| AtomicUsize::new(0)).collect(),
+        ready: (0..=e).map(|_| Padded::default()).collect(),
         plan: OnceLock::new(),
         logits: SyncPtr(logits.as_mut_ptr()),
         act: SyncPtr(act.as_mut_ptr()),
@@ -173,6 +173,12 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
     }
     Ok(())
 }
+
+/// A counter alone on its cache line: both threads update these once per piece, and counters
+/// sharing a line would move it between the cores on every update of either.
+#[derive(Default)]
+#[repr(align(64))]
+struct Padded(AtomicUsize);
 
 /// Rows per piece of each kind.
 struct Sizes {
@@ -223,12 +229,12 @@ struct Ctx<'a, A: Plain> {
     pre: Vec<Piece>,
     router_pieces: usize,
     /// The next piece to claim (indices past `pre` continue into the plan's pieces).
-    next: AtomicUsize,
+    next: Padded,
     router_done: AtomicUsize,
     /// Threads that entered, each owning the accumulator slot of its entry number.
     joined: AtomicUsize,
     /// Finished gate/up pieces per group.
-    ready: Vec<AtomicUsize>,
+    ready: Vec<Padded>,
     plan: OnceLock<Result<Plan<A>>>,
     /// logits [T, E]; act [T·k, I] in dispatch order; shared_act [T, I_s]; slots [threads, T, H].
     logits: SyncPtr<f32>,
@@ -259,7 +265,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
             if !deferred.is_empty() {
                 deferred.retain(|&p| !self.is_ready(p) || !self.run(p, plan, &mut tmp, acc));
             }
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let i = self.next.0.fetch_add(1, Ordering::Relaxed);
             let piece = match self.pre.get(i) {
                 Some(&piece) => piece,
                 None => {
@@ -291,7 +297,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
         match piece {
             Piece::Down { group, .. } => {
                 let inter = if group == self.sizes.experts { self.shared_inter } else { self.inter };
-                self.ready[group].load(Ordering::Acquire) == self.sizes.gate_up_count(inter)
+                self.ready[group].0.load(Ordering::Acquire) == self.sizes.gate_up_count(inter)
             }
             _ => true,
         }
@@ -370,7 +376,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
                         *d = A::from_f32(gv / (1.0 + (-gv).exp()) * uv);
                     }
                 }
-                self.ready[group].fetch_add(1, Ordering::Release);
+                self.ready[group].0.fetch_add(1, Ordering::Release);
             }
             Piece::Down { group, h0, len } => {
                 let ([_, _, down], first, rows, inter) = self.group(group, plan);

@@ -1,7 +1,8 @@
 //! The sparse MoE block on CPU (spec section 5), one step per module:
 //! `router` (softmax, top-k, renormalise) → `dispatch` (counting sort by expert, gather) →
 //! `experts` (grouped GEMM gate/up + SwiGLU, grouped GEMM down) → `combine` (weighted
-//! scatter-add back to token order, plus the gated shared expert).
+//! scatter-add back to token order, plus the gated shared expert). Up to `decode::MAX_TOKENS`
+//! tokens, `decode` runs all of them as one parallel region instead (see there).
 pub mod combine;
 mod decode;
 pub mod dispatch;
