@@ -1,7 +1,31 @@
-"""Plain torch reference twins of the CUDA kernels, computed in float64 on the CPU."""
+"""Plain torch reference twins of the CUDA kernels, computed in float64 on the CPU, and what
+the CUDA test modules share: their pytest marks, the dtypes they run in and the error check."""
 from __future__ import annotations
 
+import pytest
 import torch
+
+from rio_rt import cuda
+
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+
+
+def gpu_marks() -> list:
+    """``pytestmark`` of a CUDA test module: marked ``gpu``, skipped with the backend's reason
+    where no usable CUDA GPU (or no CUDA torch) is found."""
+    status = cuda.status()
+    reason = status["reason"] or ("torch has no CUDA" if not torch.cuda.is_available() else "")
+    return [
+        pytest.mark.gpu,
+        pytest.mark.skipif(not (status["available"] and torch.cuda.is_available()), reason=f"no CUDA GPU: {reason}"),
+    ]
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float, what: str) -> None:
+    """Largest absolute error at most ``tol`` of the largest reference magnitude."""
+    got, want = got.double().cpu(), want.double().cpu()
+    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
+    assert err <= tol, f"{what}: max error {err:.3g} of the largest value (tolerance {tol})"
 
 
 def router(x: torch.Tensor, router_weight: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -133,3 +133,36 @@ def test_missing_model_or_tokenizer(folder, tmp_path, capsys):
     assert len(capsys.readouterr().out.split()) == 4
     assert main(["generate", "--model", str(folder), "--prompt-ids", "1,x"]) == 2
     assert "--prompt-ids" in capsys.readouterr().err
+
+
+def test_native_and_python_decoders_give_the_same_text(model):
+    """A plain rio_rt.Tokenizer decodes natively inside the Rust loop; a subclass goes through
+    its Python ``decode``. Both must give the same text, deltas and stop-string cut."""
+    from rio_rt.model import _text_decoder
+
+    class PythonDecoded(rio_rt.Tokenizer):
+        pass
+
+    native_tok = model.tokenizer
+    assert isinstance(_text_decoder(native_tok), rio_rt._rio_rt.Tokenizer)
+    python_tok = PythonDecoded(native_tok._native)
+    assert callable(_text_decoder(python_tok)) and not isinstance(_text_decoder(python_tok), rio_rt._rio_rt.Tokenizer)
+
+    prompt = _chat_ids(model, "Hello there")
+    kwargs = dict(max_new_tokens=40, temperature=0.9, top_p=0.9, seed=7)
+    free = model.generate(prompt, **kwargs)
+    stop = free.text[len(free.text) // 2:][:3]  # a stop string taken from the middle of the text
+    assert stop.strip(), free.text
+    runs = []
+    for tok in (native_tok, python_tok):
+        model._tokenizer = tok
+        try:
+            deltas = []
+            result = model.generate(prompt, stop=[stop], stream=lambda e: deltas.append(e.text), **kwargs)
+        finally:
+            model._tokenizer = native_tok
+        runs.append((result.text, result.token_ids, result.finish_reason, deltas))
+    assert runs[0] == runs[1]
+    text, _, finish, deltas = runs[0]
+    assert finish == "stop_string" and "".join(deltas) == text and stop not in text
+    assert free.text.startswith(text)

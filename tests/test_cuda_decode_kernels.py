@@ -9,15 +9,10 @@ import pytest
 from rio_rt import cuda
 
 torch = pytest.importorskip("torch")
+from cuda_reference import DTYPES, assert_close, gpu_marks  # noqa: E402
 
-_status = cuda.status()
-_reason = _status["reason"] or ("torch has no CUDA" if not torch.cuda.is_available() else "")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not (_status["available"] and torch.cuda.is_available()), reason=f"no CUDA GPU: {_reason}"),
-]
+pytestmark = gpu_marks()
 
-DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3, torch.float32: 2e-5}
 
 
@@ -27,9 +22,7 @@ def _randn(*shape, dtype=torch.float32, seed=0, scale=1.0):
 
 
 def _close(got, want, dtype, what):
-    got, want = got.double().cpu(), want.double().cpu()
-    err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
-    assert err <= TOL[dtype], f"{what}: max error {err:.3g} of the largest value (tolerance {TOL[dtype]})"
+    assert_close(got, want, TOL[dtype], what)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

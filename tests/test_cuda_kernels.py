@@ -12,17 +12,10 @@ import rio_rt
 from rio_rt import cuda
 
 torch = pytest.importorskip("torch")
+from cuda_reference import DTYPES, assert_close, gpu_marks, moe_block, router  # noqa: E402
 
-_status = cuda.status()
-_reason = _status["reason"] or ("torch has no CUDA" if not torch.cuda.is_available() else "")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not (_status["available"] and torch.cuda.is_available()), reason=f"no CUDA GPU: {_reason}"),
-]
+pytestmark = gpu_marks()
 
-from cuda_reference import moe_block, router  # noqa: E402
-
-DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 # Float64 reference vs kernels: bf16 inputs and outputs keep ~3 significant digits.
 TOL = {torch.bfloat16: 2e-2, torch.float16: 4e-3, torch.float32: 1e-4}
 
@@ -36,10 +29,7 @@ def _randn(*shape, dtype, seed, scale=1.0):
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, dtype, what: str):
-    got, want = got.double().cpu(), want.double().cpu()
-    scale = want.abs().max().clamp_min(1e-6)
-    err = (got - want).abs().max() / scale
-    assert err <= TOL[dtype], f"{what}: max error {float(err):.3g} of the largest value (tolerance {TOL[dtype]})"
+    assert_close(got, want, TOL[dtype], what)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])

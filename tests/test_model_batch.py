@@ -67,3 +67,22 @@ def test_bad_batches_raise(tiny_qwen35):
         native.forward_batch([np.array([1]), np.array([], dtype=np.int64)], [model.new_cache(), model.new_cache()])
     with pytest.raises(ValueError, match="vocabulary"):
         native.forward_batch([np.array([10**6])], [model.new_cache()])
+
+
+@pytest.mark.parametrize("arch", ["qwen35", "qwen3moe"])
+def test_2d_forward_of_last_positions_is_one_batched_run(tiny_qwen35, tiny_qwen3moe, arch):
+    """``Model.forward`` with (B, T) ids or (B, T, H) embeddings and only the last position kept
+    runs the rows as one batch; it equals row-by-row forwards within the batched tolerance."""
+    folder, hf = tiny_qwen35 if arch == "qwen35" else tiny_qwen3moe
+    model = rio_rt.Model.from_pretrained(folder)
+    vocab, hidden = hf.config.vocab_size, hf.config.hidden_size
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, vocab, size=(3, 12)).astype(np.int64)
+    got = model.forward(ids, logits_to_keep=1)
+    assert got.shape == (3, 1, vocab)
+    embeds = rng.standard_normal((3, 1, hidden)).astype(np.float32)
+    got_embeds = model.forward(input_embeds=embeds)
+    assert got_embeds.shape == (3, 1, vocab)
+    for b in range(3):
+        for have, want in ((got[b], model.forward(ids[b])[-1:]), (got_embeds[b], model.forward(input_embeds=embeds[b]))):
+            assert np.abs(have - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), f"sequence {b}"

@@ -20,32 +20,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import rio_rt  # noqa: E402
+from tiny_models import QWEN35_TEXT_CONFIG as TEXT_CONFIG  # noqa: E402
+from tiny_models import randomise  # noqa: E402
 
 TOL = 1e-4
 PREFILL = 70  # crosses the 64-token GDN chunk boundary of transformers' chunked path
 
-TEXT_CONFIG = dict(
-    vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-    head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32,
-    linear_value_head_dim=32, linear_conv_kernel_dim=4, num_experts=16, num_experts_per_tok=4,
-    moe_intermediate_size=48, shared_expert_intermediate_size=64, rms_norm_eps=1e-6, eos_token_id=5,
-    rope_parameters=dict(rope_type="default", rope_theta=1e7, partial_rotary_factor=0.25,
-                         mrope_section=[3, 3, 2], mrope_interleaved=True),
-)
 VISION_CONFIG = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=128)
-
-
-def _randomise(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "A_log" in name:
-                p.copy_(torch.rand(p.shape, generator=gen) * 2.0 - 1.0)
-            elif p.ndim == 1:  # norms, dt_bias: around their initial value, clearly not it
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + (1.0 if name.endswith("linear_attn.norm.weight") else 0.0))
-            else:  # inner matrices at half the unit-variance scale keep the tiny model well conditioned
-                scale = 1.0 if name.endswith(("embed_tokens.weight", "lm_head.weight")) else 0.5
-                p.copy_(torch.randn(p.shape, generator=gen) * scale / p.shape[-1] ** 0.5)
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +37,12 @@ def checkpoints(tmp_path_factory):
     torch.manual_seed(0)
     out = {}
     mm = Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(text_config=TEXT_CONFIG, vision_config=VISION_CONFIG)).float().eval()
-    _randomise(mm, 1)
+    randomise(mm, 1)
     d = tmp_path_factory.mktemp("qwen35_multimodal")
     mm.save_pretrained(d)
     out["multimodal"] = (d, mm)
     text = Qwen3_5MoeForCausalLM(Qwen3_5MoeTextConfig(**TEXT_CONFIG)).float().eval()
-    _randomise(text, 2)
+    randomise(text, 2)
     d = tmp_path_factory.mktemp("qwen35_text")
     text.save_pretrained(d)
     out["text"] = (d, text)

@@ -17,15 +17,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import rio_rt  # noqa: E402
+from tiny_models import QWEN3MOE_CONFIG, randomise  # noqa: E402
 
 TOL = 1e-4
-VOCAB = 512
+VOCAB = QWEN3MOE_CONFIG["vocab_size"]
 
-BASE = dict(
-    vocab_size=VOCAB, hidden_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-    head_dim=32, num_experts=8, num_experts_per_tok=3, moe_intermediate_size=40, intermediate_size=112,
-    rms_norm_eps=1e-6, eos_token_id=7, rope_parameters=dict(rope_type="default", rope_theta=1e6),
-)
+# Each entry overrides tiny_models.QWEN3MOE_CONFIG, its norm_topk_prob included.
 CONFIGS = {
     # every layer sparse, top-k probabilities renormalised
     "renormalised": dict(norm_topk_prob=True),
@@ -36,17 +33,6 @@ CONFIGS = {
 }
 
 
-def _randomise(model, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:  # RMSNorm weights: around 1, clearly not 1
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + 1.0)
-            else:
-                scale = 1.0 if name.endswith(("embed_tokens.weight", "lm_head.weight")) else 0.5
-                p.copy_(torch.randn(p.shape, generator=gen) * scale / p.shape[-1] ** 0.5)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """{name: (folder, transformers fp32 model, rio_rt model)}."""
@@ -54,8 +40,8 @@ def checkpoints(tmp_path_factory):
     out = {}
     for seed, (name, extra) in enumerate(CONFIGS.items()):
         torch.manual_seed(seed)
-        hf = Qwen3MoeForCausalLM(Qwen3MoeConfig(**BASE, **extra)).float().eval()
-        _randomise(hf, 10 + seed)
+        hf = Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**QWEN3MOE_CONFIG, **extra})).float().eval()
+        randomise(hf, 10 + seed)
         folder = tmp_path_factory.mktemp(f"qwen3moe_{name}")
         hf.save_pretrained(folder)
         out[name] = (folder, hf, rio_rt.Model.from_pretrained(folder))
@@ -141,7 +127,7 @@ def test_input_embeds_forward_equals_token_forward(checkpoints):
 
 def test_a_cache_of_other_sizes_is_refused(checkpoints, tmp_path):
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-    Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**BASE, "head_dim": 16})).save_pretrained(tmp_path / "other")
+    Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**QWEN3MOE_CONFIG, "head_dim": 16})).save_pretrained(tmp_path / "other")
     foreign = rio_rt.Model.from_pretrained(tmp_path / "other").new_cache()
     _, _, model = checkpoints["renormalised"]
     with pytest.raises(ValueError, match="cache"):

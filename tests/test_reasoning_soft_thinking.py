@@ -11,33 +11,7 @@ import rio_rt
 
 torch = pytest.importorskip("torch")
 import reference_reasoning as ref  # noqa: E402
-
-END_THINK = 11
-PROMPTS = ([3, 17, 29, 101, 44], [1, 2, 3], [61, 9, 13, 400, 2, 36, 90])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One worker thread: with two, rio_rt's cached Qwen3.5 forward is not bitwise reproducible
-    (a reduction order varies between runs, ~4e-7 in the logits; repro in the H2 report), and
-    latent decoding amplifies that into different tokens within ~15 steps."""
-    before = rio_rt.num_threads()
-    rio_rt.set_num_threads(1)
-    yield
-    rio_rt.set_num_threads(before)
-
-
-@pytest.fixture(scope="module", params=["qwen35", "qwen3moe"])
-def models(request, tmp_path_factory):
-    """(rio_rt model, transformers model); Qwen3.5 with seed 5, whose decode is not chaotic under
-    soft inputs (see tests/test_reasoning_swireasoning.py::models)."""
-    from tiny_models import build_qwen35
-    if request.param == "qwen35":
-        folder = tmp_path_factory.mktemp("reasoning_qwen35")
-        hf = build_qwen35(folder, seed=5)
-    else:
-        folder, hf = request.getfixturevalue("tiny_qwen3moe")
-    return rio_rt.Model.from_pretrained(folder), hf
+from reasoning_fixtures import END_THINK, PROMPTS, models, one_thread  # noqa: E402, F401 (fixtures)
 
 
 def horizon(hf) -> int:

@@ -193,7 +193,8 @@ def generate(
     observer: Any = None,
 ) -> list[_NativeResult]:
     """The Rust decode loop over a batch (GIL released except inside ``decode``/``observer``).
-    ``params[i]`` holds every ``rio_rt.SamplingParams`` field; ``observer(events)`` gets per step
+    ``decode``: a native ``Tokenizer`` (decoded in Rust, special tokens skipped) or a callable
+    ``decode(ids) -> str``. ``params[i]`` holds every ``rio_rt.SamplingParams`` field; ``observer(events)`` gets per step
     a list of ``(request, step, token_id, logprob, text_delta, finish_reason, mode, trace_row)``
     and may return ``[(request, "stop" | "switch"), ...]``."""
 

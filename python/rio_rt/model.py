@@ -231,7 +231,7 @@ class Model:
             worker.join()
 
     def _generation_inputs(self, sampling: Optional[SamplingParams], *, stop: Any, **values: Any
-                           ) -> Tuple[SamplingParams, Optional[Callable[[List[int]], str]]]:
+                           ) -> Tuple[SamplingParams, Optional[_Decode]]:
         if sampling is not None and not isinstance(sampling, SamplingParams):
             raise TypeError(f"sampling: expected rio_rt.SamplingParams or None, got {type(sampling).__name__}")
         overrides = {k: v for k, v in values.items() if v is not None}
@@ -244,8 +244,7 @@ class Model:
         tokenizer = self.tokenizer
         if params.stop_strings and tokenizer is None:
             raise ValueError("stop: stop strings need the checkpoint's tokenizer (tokenizer.json); this model has none")
-        decode = None if tokenizer is None else (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-        return params, decode
+        return params, None if tokenizer is None else _text_decoder(tokenizer)
 
     def _prompts(self, prompt: Prompts) -> Tuple[List[List[int]], bool]:
         """The prompts as lists of ids, and whether the call is a batch."""
@@ -285,6 +284,19 @@ class Model:
 
 #: One prompt (token ids, a 1-D id array or a str) or a batch of them (a list, or a 2-D id array).
 Prompts = Union[str, Sequence[int], Array, Sequence[Union[str, Sequence[int], Array]]]
+
+
+#: What the native decode loop turns ids into text with: the native tokenizer, or a callable.
+_Decode = Union["_rio_rt.Tokenizer", Callable[[List[int]], str]]
+
+
+def _text_decoder(tokenizer: Tokenizer) -> _Decode:
+    """The native tokenizer itself when ``tokenizer`` is a plain ``rio_rt.Tokenizer``, so the
+    decode loop decodes without the GIL (special tokens skipped); otherwise (a subclass that
+    may decode differently) its ``decode`` called from Python."""
+    if type(tokenizer) is Tokenizer:
+        return tokenizer._native
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _is_token_id(x: Any) -> bool:

@@ -96,7 +96,9 @@ pub trait Controller: Send {
     fn steer(&mut self, steer: Steer) -> Result<()> {
         match steer {
             Steer::Stop => Ok(()),
-            Steer::ForceSwitch => Err(rio_core::Error::value("steer", "force_switch needs a reasoning mode (SwiReasoning or SoftThinking)")),
+            Steer::ForceSwitch => {
+                Err(rio_core::Error::value("steer", "force_switch needs a reasoning mode (SwiReasoning or SoftThinking)"))
+            }
         }
     }
 }

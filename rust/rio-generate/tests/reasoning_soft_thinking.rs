@@ -1,7 +1,8 @@
 //! Soft Thinking controller on hand-made logits (swireasoning spec 2.2-2.3, oracles T1-T5):
 //! concept tokens against a float64 filter, Cold Stop, the one-way switch.
-use rio_core::TensorRef;
-use rio_generate::controller::{Controller, Decision, NextInput, StepContext};
+mod common;
+
+use rio_generate::controller::{Controller, NextInput};
 use rio_generate::sampling::{Sampler, SamplingParams};
 use rio_generate::soft_thinking::{ConceptNoise, SoftThinking, SoftThinkingConfig};
 use rio_generate::trace::{Mode, Switch};
@@ -66,26 +67,11 @@ fn concept64(z: &[f32], c: &SoftThinkingConfig) -> (Vec<u32>, Vec<f64>, f64) {
     (kept.iter().map(|x| x.0).collect(), kept.iter().map(|x| x.1).collect(), h)
 }
 
-struct Run {
-    c: SoftThinking,
-    sampler: Sampler,
-    e: Vec<f32>,
-    step: usize,
-}
+type Run = common::Run<SoftThinking>;
 
-impl Run {
-    fn new(cfg: SoftThinkingConfig, params: SamplingParams) -> Run {
-        cfg.validate(V).unwrap();
-        Run { c: SoftThinking::new(cfg), sampler: Sampler::new(params, 5), e: table(), step: 0 }
-    }
-
-    fn step(&mut self, logits: &[f32]) -> Decision {
-        let embeddings = TensorRef::from_slice(&self.e, &[V, H]).unwrap();
-        let d = self.c.step(StepContext { step: self.step, max_new_tokens: 1000, logits, embeddings, sampler: &mut self.sampler }).unwrap();
-        self.sampler.record(d.token);
-        self.step += 1;
-        d
-    }
+fn run(cfg: SoftThinkingConfig, params: SamplingParams) -> Run {
+    cfg.validate(V).unwrap();
+    Run::new(SoftThinking::new(cfg), Sampler::new(params, 5), table(), H, 1000)
 }
 
 fn cfg() -> SoftThinkingConfig {
@@ -103,7 +89,7 @@ fn concept_tokens_match_a_float64_filter() {
     ] {
         let z = logits(seed, scale);
         let (ids, w, h) = concept64(&z, &c);
-        let mut r = Run::new(c, SamplingParams::greedy(10));
+        let mut r = run(c, SamplingParams::greedy(10));
         let d = r.step(&z);
         let t = d.trace.unwrap();
         assert!((t.entropy as f64 - h).abs() < 1e-5, "entropy {} vs {h}", t.entropy);
@@ -123,7 +109,7 @@ fn concept_tokens_match_a_float64_filter() {
 fn one_entry_concepts_are_greedy_tokens() {
     // T1: K = 1 at any temperature, and temperature 0, feed the argmax as a hard token.
     for c in [SoftThinkingConfig { top_k: 1, temperature: 1.3, ..cfg() }, SoftThinkingConfig { temperature: 0.0, ..cfg() }] {
-        let mut r = Run::new(c, SamplingParams::greedy(10));
+        let mut r = run(c, SamplingParams::greedy(10));
         for seed in 0..5 {
             let z = logits(seed, 4.0);
             let argmax = z.iter().enumerate().fold(0, |b, (i, &v)| if v > z[b] { i } else { b }) as u32;
@@ -136,7 +122,7 @@ fn one_entry_concepts_are_greedy_tokens() {
 #[test]
 fn cold_stop_replaces_the_lth_low_entropy_token_and_thinking_ends() {
     let c = SoftThinkingConfig { cold_stop_entropy: 0.05, cold_stop_steps: 3, ..cfg() };
-    let mut r = Run::new(c, SamplingParams::greedy(10));
+    let mut r = run(c, SamplingParams::greedy(10));
     let (low, high) = (peaked(4, 30.0), peaked(4, 1.0));
     // Two low, one high (resets), then three low: the third is replaced by </think>.
     for z in [&low, &low, &high, &low, &low] {
@@ -158,7 +144,7 @@ fn cold_stop_replaces_the_lth_low_entropy_token_and_thinking_ends() {
 
 #[test]
 fn a_natural_end_think_ends_thinking_and_zero_tau_never_stops() {
-    let mut r = Run::new(cfg(), SamplingParams::greedy(10));
+    let mut r = run(cfg(), SamplingParams::greedy(10));
     for _ in 0..50 {
         assert_ne!(r.step(&peaked(4, 40.0)).token, END_THINK, "τ = 0: no Cold Stop");
     }
@@ -172,7 +158,7 @@ fn thinking_consumes_no_randomness_without_noise() {
     // T5: same thinking phase whatever the sampler's seed; the answer phase samples.
     let params = SamplingParams { temperature: 1.0, ..SamplingParams::greedy(10) };
     let run = |seed| {
-        let mut r = Run::new(cfg(), params.clone());
+        let mut r = run(cfg(), params.clone());
         r.sampler = Sampler::new(params.clone(), seed);
         (0..6).map(|s| r.step(&logits(s, 2.0)).next).collect::<Vec<_>>()
     };
@@ -183,8 +169,8 @@ fn thinking_consumes_no_randomness_without_noise() {
 fn noise_keeps_a_normalised_concept_and_is_seeded() {
     for noise in [ConceptNoise::Gumbel { tau: 0.5 }, ConceptNoise::Dirichlet { alpha: 1.0 }] {
         let c = SoftThinkingConfig { noise: Some(noise), noise_seed: Some(9), ..cfg() };
-        let mut a = Run::new(c.clone(), SamplingParams::greedy(10));
-        let mut b = Run::new(c, SamplingParams::greedy(10));
+        let mut a = run(c.clone(), SamplingParams::greedy(10));
+        let mut b = run(c, SamplingParams::greedy(10));
         let z = logits(3, 2.0);
         let (da, db) = (a.step(&z), b.step(&z));
         assert_eq!((da.token, &da.next), (db.token, &db.next));

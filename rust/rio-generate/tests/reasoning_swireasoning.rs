@@ -1,7 +1,8 @@
 //! SwiReasoning controller on hand-made logits (swireasoning spec 1.3): each step's mode,
 //! switches, injections and fed embedding against a float64 re-derivation of the spec.
-use rio_core::TensorRef;
-use rio_generate::controller::{Controller, Decision, FinishReason, NextInput, Steer, StepContext};
+mod common;
+
+use rio_generate::controller::{Controller, FinishReason, NextInput, Steer};
 use rio_generate::sampling::{Sampler, SamplingParams};
 use rio_generate::swireasoning::{SoftForm, SwiReasoning, SwiReasoningConfig};
 use rio_generate::trace::{Mode, Switch};
@@ -43,27 +44,11 @@ fn mix64(soft: &[f64], keep: f64, row: u32, e: &[f32]) -> Vec<f64> {
     (0..H).map(|j| keep * soft[j] + (1.0 - keep) * e[row as usize * H + j] as f64).collect()
 }
 
-struct Run {
-    c: SwiReasoning,
-    sampler: Sampler,
-    e: Vec<f32>,
-    step: usize,
-}
+type Run = common::Run<SwiReasoning>;
 
-impl Run {
-    fn new(cfg: SwiReasoningConfig) -> Run {
-        cfg.validate(V).unwrap();
-        Run { c: SwiReasoning::new(cfg), sampler: Sampler::new(SamplingParams::greedy(MAX_NEW), 0), e: table(), step: 0 }
-    }
-
-    fn step(&mut self, logits: &[f32]) -> Decision {
-        let embeddings = TensorRef::from_slice(&self.e, &[V, H]).unwrap();
-        let d =
-            self.c.step(StepContext { step: self.step, max_new_tokens: MAX_NEW, logits, embeddings, sampler: &mut self.sampler }).unwrap();
-        self.sampler.record(d.token);
-        self.step += 1;
-        d
-    }
+fn run(cfg: SwiReasoningConfig) -> Run {
+    cfg.validate(V).unwrap();
+    Run::new(SwiReasoning::new(cfg), Sampler::new(SamplingParams::greedy(MAX_NEW), 0), table(), H, MAX_NEW)
 }
 
 fn cfg(window: usize) -> SwiReasoningConfig {
@@ -79,7 +64,7 @@ fn assert_embedding(next: &NextInput, want: &[f64]) {
 
 #[test]
 fn switches_follow_the_entropy_against_the_block_reference() {
-    let mut r = Run::new(SwiReasoningConfig { step0_token_id: Some(3), ..cfg(3) });
+    let mut r = run(SwiReasoningConfig { step0_token_id: Some(3), ..cfg(3) });
     let e = table();
     // Step 0: latent, reference = H0, fed 0.9·pᵀE + 0.1·E[3].
     let z0 = peaked(2, 2.0);
@@ -120,7 +105,7 @@ fn switches_follow_the_entropy_against_the_block_reference() {
 
 #[test]
 fn sampled_end_think_locks_explicit_mode() {
-    let mut r = Run::new(cfg(1));
+    let mut r = run(cfg(1));
     r.step(&peaked(2, 2.0));
     // A sampled </think> in a latent step: fed hard from now on, never latent again.
     let d = r.step(&peaked(END_THINK, 1.0));
@@ -135,7 +120,7 @@ fn sampled_end_think_locks_explicit_mode() {
 
 #[test]
 fn math_tokens_are_fed_hard_in_latent_steps() {
-    let mut r = Run::new(SwiReasoningConfig { math_token_ids: vec![4], ..cfg(4) });
+    let mut r = run(SwiReasoningConfig { math_token_ids: vec![4], ..cfg(4) });
     r.step(&peaked(2, 2.0));
     let d = r.step(&peaked(4, 1.0));
     assert_eq!(d.next, NextInput::Token(4));
@@ -147,7 +132,7 @@ fn math_tokens_are_fed_hard_in_latent_steps() {
 fn switch_count_control_injects_convergence_then_termination() {
     let (c, budget) = (1, 6);
     let termination = vec![END_THINK, 12, 13];
-    let mut r = Run::new(SwiReasoningConfig {
+    let mut r = run(SwiReasoningConfig {
         max_switch_count: Some(c),
         convergence_token_ids: vec![END_THINK],
         termination_token_ids: termination.clone(),
@@ -186,7 +171,7 @@ fn switch_count_control_injects_convergence_then_termination() {
 
 #[test]
 fn explicit_start_with_an_endless_window_is_plain_greedy() {
-    let mut r = Run::new(SwiReasoningConfig { start_explicit: true, ..cfg(usize::MAX) });
+    let mut r = run(SwiReasoningConfig { start_explicit: true, ..cfg(usize::MAX) });
     for (i, a) in [3.0f32, 0.1, 5.0, 0.0, 2.0].into_iter().enumerate() {
         let z = peaked(i as u32 + 1, a);
         let argmax = z.iter().enumerate().fold(0, |b, (i, &v)| if v > z[b] { i } else { b }) as u32;
@@ -197,7 +182,7 @@ fn explicit_start_with_an_endless_window_is_plain_greedy() {
 
 #[test]
 fn force_switch_starts_a_new_block() {
-    let mut r = Run::new(cfg(2));
+    let mut r = run(cfg(2));
     r.step(&peaked(2, 2.0));
     let d = r.step(&peaked(3, 1.0));
     let h1 = d.trace.unwrap().entropy;
@@ -212,8 +197,8 @@ fn force_switch_starts_a_new_block() {
 
 #[test]
 fn pruned_form_is_close_to_the_full_form() {
-    let mut full = Run::new(cfg(4));
-    let mut pruned = Run::new(SwiReasoningConfig { soft_form: SoftForm::Pruned { max_skipped_mass: 1e-3 }, ..cfg(4) });
+    let mut full = run(cfg(4));
+    let mut pruned = run(SwiReasoningConfig { soft_form: SoftForm::Pruned { max_skipped_mass: 1e-3 }, ..cfg(4) });
     for z in [peaked(2, 9.0), peaked(3, 12.0)] {
         let (a, b) = (full.step(&z).next, pruned.step(&z).next);
         let (NextInput::Embedding(a), NextInput::Embedding(b)) = (a, b) else { panic!() };
@@ -251,7 +236,7 @@ fn faithful_min_p_is_absolute_and_clean_min_p_is_relative() {
     let draws = |faithful: bool| {
         (0..64u64)
             .map(|seed| {
-                let mut r = Run::new(SwiReasoningConfig { faithful, ..cfg(4) });
+                let mut r = run(SwiReasoningConfig { faithful, ..cfg(4) });
                 r.sampler = Sampler::new(params.clone(), seed);
                 r.step(&z).token
             })

@@ -45,6 +45,59 @@ pub trait CausalLm: Send + Sync {
     }
 }
 
+/// [`CausalLm`] for a model struct of this crate: one with `config` (vocab, hidden and layer
+/// sizes), `generation` and `ends` ([`crate::layers::LmEnds`]) fields and inherent
+/// `eos_token_ids`, `new_cache`, `forward` and `forward_batch`, which the trait methods call.
+macro_rules! impl_causal_lm {
+    ($model:ident, $model_type:literal) => {
+        impl $crate::CausalLm for $model {
+            fn model_type(&self) -> &'static str {
+                $model_type
+            }
+            fn vocab_size(&self) -> usize {
+                self.config.vocab_size
+            }
+            fn hidden_size(&self) -> usize {
+                self.config.hidden_size
+            }
+            fn num_layers(&self) -> usize {
+                self.config.num_hidden_layers
+            }
+            fn eos_token_ids(&self) -> Vec<u32> {
+                $model::eos_token_ids(self)
+            }
+            fn generation_config(&self) -> &$crate::config::GenerationConfig {
+                &self.generation
+            }
+            fn new_cache(&self) -> $crate::cache::ModelCache {
+                $model::new_cache(self)
+            }
+            fn embedding_table(&self) -> ::rio_core::TensorRef<'_> {
+                self.ends.table()
+            }
+            fn embed(&self, tokens: &[u32]) -> ::rio_core::Result<Vec<f32>> {
+                self.ends.embed(tokens)
+            }
+            fn forward(
+                &self,
+                input: $crate::layers::Input<'_>,
+                cache: &mut $crate::cache::ModelCache,
+                logits_to_keep: usize,
+            ) -> ::rio_core::Result<Vec<f32>> {
+                $model::forward(self, input, cache, logits_to_keep)
+            }
+            fn forward_batch(
+                &self,
+                inputs: &[$crate::layers::Input<'_>],
+                caches: &mut [&mut $crate::cache::ModelCache],
+            ) -> ::rio_core::Result<Vec<f32>> {
+                $model::forward_batch(self, inputs, caches)
+            }
+        }
+    };
+}
+pub(crate) use impl_causal_lm;
+
 /// A checkpoint folder loaded as the architecture its `config.json` names.
 #[derive(Debug)]
 pub enum AnyModel {

@@ -5,17 +5,14 @@
 //! Weights are read in place from the memory-mapped checkpoint. The forward computes in f32, or
 //! in transformers' bf16 dtype flow (spec section 9): activations are kept in f32 buffers but
 //! rounded to bf16 at every point where transformers holds a bf16 tensor.
-use std::sync::Arc;
-
 use rio_core::moe::RouterConfig;
-use rio_core::{Error, Result, TensorRef};
+use rio_core::{Error, Result};
 use rio_cpu::ops::{attention, conv, gated_delta, norm, sigmoid, softplus};
 
 use crate::cache::{GdnState, KvCache, LayerCache, ModelCache};
 use crate::config::{GenerationConfig, LayerType, Qwen35MoeConfig};
 pub use crate::layers::Input;
-use crate::layers::{eos_token_ids, Linear, LmEnds, Loader, MoeBlock, Precision, Rope, Rows};
-use crate::Checkpoint;
+use crate::layers::{eos_token_ids, open_folder, run_layers, Linear, LmEnds, Loader, MoeBlock, Precision, Rope, Rows};
 
 /// RMSNorm1p (section 4): computed in f32, the result rounded to the activation dtype.
 fn rms_norm_1p(x: &[f32], w: &[f32], eps: f32, precision: Precision, out: &mut [f32]) {
@@ -321,14 +318,8 @@ impl Qwen35Moe {
     /// [`Qwen35Moe::from_dir`] computing in `dtype`: `"auto"`, `"bfloat16"` or `"float32"`
     /// (see [`Precision::parse`]).
     pub fn from_dir_with(dir: impl AsRef<std::path::Path>, dtype: &str) -> Result<Self> {
-        if !dir.as_ref().is_dir() {
-            return Err(Error::checkpoint(dir.as_ref().display().to_string(), "no such checkpoint folder"));
-        }
-        let config = Qwen35MoeConfig::from_dir(&dir)?;
-        let generation = GenerationConfig::from_dir(&dir)?;
-        let ck = Arc::new(Checkpoint::open(&dir)?);
-        let precision = Precision::parse(dtype, &ck)?;
-        Self::load(&Loader::new(ck, precision), config, generation)
+        let (w, config, generation) = open_folder(dir.as_ref(), dtype, |d| Qwen35MoeConfig::from_dir(d))?;
+        Self::load(&w, config, generation)
     }
 
     pub fn load(w: &Loader, config: Qwen35MoeConfig, generation: GenerationConfig) -> Result<Self> {
@@ -370,11 +361,7 @@ impl Qwen35Moe {
     /// as transformers' `logits_to_keep`); lm_head runs only for those (section 8).
     pub fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
         let (mut x, _) = self.run(&[input], &mut [cache])?;
-        let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
-        Ok(self.ends.logits(&mut x, logits_to_keep, |rows, w| {
-            norm::rms_norm_1p_inplace(rows, w, eps);
-            pr.round(rows);
-        }))
+        Ok(self.ends.logits(&mut x, logits_to_keep, self.final_norm()))
     }
 
     /// Sequence b continues `caches[b]` with `inputs[b]`; returns the logits `[B, V]` of each
@@ -383,79 +370,23 @@ impl Qwen35Moe {
     /// [`Qwen35Moe::forward`] calls.
     pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
         let (x, lens) = self.run(inputs, caches)?;
-        let last: Vec<usize> = lens
-            .iter()
-            .scan(0, |end, &len| {
-                *end += len;
-                Some(*end - 1)
-            })
-            .collect();
+        Ok(self.ends.logits_of_last_rows(&x, &lens, self.final_norm()))
+    }
+
+    /// The final RMSNorm1p (sections 4, 8), rounded to the activation dtype.
+    fn final_norm(&self) -> impl Fn(&mut [f32], &[f32]) {
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
-        Ok(self.ends.logits_of_rows(&x, &last, |rows, w| {
+        move |rows, w| {
             norm::rms_norm_1p_inplace(rows, w, eps);
             pr.round(rows);
-        }))
+        }
     }
 
     /// The decoder layers over the rows of every input; returns the final hidden rows `[N, H]`
     /// (before the final norm) and the row count of each input.
     fn run(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<(Vec<f32>, Vec<usize>)> {
-        if inputs.len() != caches.len() || inputs.is_empty() {
-            return Err(Error::value("caches", format!("{} inputs need as many caches, got {}", inputs.len(), caches.len())));
-        }
-        if caches.iter().any(|c| !c.fits(&self.config)) {
-            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
-        }
-        let h = self.config.hidden_size;
-        let mut x = Vec::new();
-        let mut lens = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let rows = self.ends.input_rows(*input)?;
-            lens.push(rows.len() / h);
-            x.extend(rows);
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            layer.forward(&mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
-        }
-        for (cache, &len) in caches.iter_mut().zip(&lens) {
-            cache.advance(len);
-        }
-        Ok((x, lens))
+        run_layers(&self.ends, &self.layers, inputs, caches, |c| c.fits(&self.config), DecoderLayer::forward)
     }
 }
 
-impl crate::CausalLm for Qwen35Moe {
-    fn model_type(&self) -> &'static str {
-        "qwen3_5_moe"
-    }
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn hidden_size(&self) -> usize {
-        self.config.hidden_size
-    }
-    fn num_layers(&self) -> usize {
-        self.config.num_hidden_layers
-    }
-    fn eos_token_ids(&self) -> Vec<u32> {
-        Qwen35Moe::eos_token_ids(self)
-    }
-    fn generation_config(&self) -> &GenerationConfig {
-        &self.generation
-    }
-    fn new_cache(&self) -> ModelCache {
-        Qwen35Moe::new_cache(self)
-    }
-    fn embedding_table(&self) -> TensorRef<'_> {
-        self.ends.table()
-    }
-    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.ends.embed(tokens)
-    }
-    fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
-        Qwen35Moe::forward(self, input, cache, logits_to_keep)
-    }
-    fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
-        Qwen35Moe::forward_batch(self, inputs, caches)
-    }
-}
+crate::causal_lm::impl_causal_lm!(Qwen35Moe, "qwen3_5_moe");

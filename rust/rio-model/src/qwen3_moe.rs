@@ -5,16 +5,15 @@
 //! output gate and rotates the whole head, the MoE block has no shared expert and renormalises
 //! the top-k probabilities only when `norm_topk_prob` says so, and layers outside the sparse
 //! rule run a dense SwiGLU MLP.
-use std::sync::Arc;
-
 use rio_core::moe::RouterConfig;
-use rio_core::{Error, Result, TensorRef};
+use rio_core::{Error, Result};
 use rio_cpu::ops::{attention, silu};
 
 use crate::cache::{KvCache, LayerCache, ModelCache};
 use crate::config::{GenerationConfig, Qwen3MoeConfig};
-use crate::layers::{eos_token_ids, rms_norm_inplace, Input, Linear, LmEnds, Loader, MoeBlock, Precision, Rope, Rows};
-use crate::Checkpoint;
+use crate::layers::{
+    eos_token_ids, open_folder, rms_norm_inplace, run_layers, Input, Linear, LmEnds, Loader, MoeBlock, Precision, Rope, Rows,
+};
 
 /// `Qwen3MoeAttention`: GQA with per-head q/k RMSNorm before RoPE.
 #[derive(Debug)]
@@ -197,14 +196,8 @@ impl Qwen3Moe {
 
     /// [`Qwen3Moe::from_dir`] computing in `dtype`: `"auto"`, `"bfloat16"` or `"float32"`.
     pub fn from_dir_with(dir: impl AsRef<std::path::Path>, dtype: &str) -> Result<Self> {
-        if !dir.as_ref().is_dir() {
-            return Err(Error::checkpoint(dir.as_ref().display().to_string(), "no such checkpoint folder"));
-        }
-        let config = Qwen3MoeConfig::from_dir(&dir)?;
-        let generation = GenerationConfig::from_dir(&dir)?;
-        let ck = Arc::new(Checkpoint::open(&dir)?);
-        let precision = Precision::parse(dtype, &ck)?;
-        Self::load(&Loader::new(ck, precision), config, generation)
+        let (w, config, generation) = open_folder(dir.as_ref(), dtype, |d| Qwen3MoeConfig::from_dir(d))?;
+        Self::load(&w, config, generation)
     }
 
     pub fn load(w: &Loader, config: Qwen3MoeConfig, generation: GenerationConfig) -> Result<Self> {
@@ -254,77 +247,16 @@ impl Qwen3Moe {
     /// sequences, attention per sequence; the results equal separate [`Qwen3Moe::forward`] calls.
     pub fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
         let (x, lens) = self.run(inputs, caches)?;
-        let last: Vec<usize> = lens
-            .iter()
-            .scan(0, |end, &len| {
-                *end += len;
-                Some(*end - 1)
-            })
-            .collect();
         let (eps, pr) = (self.config.rms_norm_eps as f32, self.precision);
-        Ok(self.ends.logits_of_rows(&x, &last, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
+        Ok(self.ends.logits_of_last_rows(&x, &lens, |rows, w| rms_norm_inplace(rows, w, eps, pr)))
     }
 
     /// The decoder layers over the rows of every input; returns the final hidden rows `[N, H]`
     /// (before the final norm) and the row count of each input.
     fn run(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<(Vec<f32>, Vec<usize>)> {
-        if inputs.len() != caches.len() || inputs.is_empty() {
-            return Err(Error::value("caches", format!("{} inputs need as many caches, got {}", inputs.len(), caches.len())));
-        }
         let layout = self.new_cache();
-        if caches.iter().any(|c| !c.has_layout_of(&layout)) {
-            return Err(Error::value("cache", "was made for a model of other layers or sizes; use this model's new_cache()"));
-        }
-        let h = self.config.hidden_size;
-        let mut x = Vec::new();
-        let mut lens = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let rows = self.ends.input_rows(*input)?;
-            lens.push(rows.len() / h);
-            x.extend(rows);
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            layer.forward(&mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
-        }
-        for (cache, &len) in caches.iter_mut().zip(&lens) {
-            cache.advance(len);
-        }
-        Ok((x, lens))
+        run_layers(&self.ends, &self.layers, inputs, caches, |c| c.has_layout_of(&layout), DecoderLayer::forward)
     }
 }
 
-impl crate::CausalLm for Qwen3Moe {
-    fn model_type(&self) -> &'static str {
-        "qwen3_moe"
-    }
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn hidden_size(&self) -> usize {
-        self.config.hidden_size
-    }
-    fn num_layers(&self) -> usize {
-        self.config.num_hidden_layers
-    }
-    fn eos_token_ids(&self) -> Vec<u32> {
-        Qwen3Moe::eos_token_ids(self)
-    }
-    fn generation_config(&self) -> &GenerationConfig {
-        &self.generation
-    }
-    fn new_cache(&self) -> ModelCache {
-        Qwen3Moe::new_cache(self)
-    }
-    fn embedding_table(&self) -> TensorRef<'_> {
-        self.ends.table()
-    }
-    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.ends.embed(tokens)
-    }
-    fn forward(&self, input: Input<'_>, cache: &mut ModelCache, logits_to_keep: usize) -> Result<Vec<f32>> {
-        Qwen3Moe::forward(self, input, cache, logits_to_keep)
-    }
-    fn forward_batch(&self, inputs: &[Input<'_>], caches: &mut [&mut ModelCache]) -> Result<Vec<f32>> {
-        Qwen3Moe::forward_batch(self, inputs, caches)
-    }
-}
+crate::causal_lm::impl_causal_lm!(Qwen3Moe, "qwen3_moe");

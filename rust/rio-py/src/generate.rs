@@ -1,6 +1,7 @@
 //! `_rio_rt.generate`: the decode loop over a batch of prompts (rio_generate::generate). The GIL
-//! is released for the whole loop and taken back only inside the Python callbacks: the decoder
-//! (for text and stop strings) and the per-step observer (streaming, research callbacks).
+//! is released for the whole loop and taken back only inside the Python callbacks: a Python
+//! decoder (for text and stop strings; the native tokenizer decodes without it) and the per-step
+//! observer (streaming, research callbacks).
 //! `rio_rt.Model.generate` in python/rio_rt/model.py is the typed face of this function.
 use std::sync::Mutex;
 
@@ -15,6 +16,7 @@ use rio_generate::trace::{Switch, TraceRow};
 
 use crate::errors::to_py;
 use crate::model::Model;
+use crate::tokenizer::Tokenizer;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate, m)?)?;
@@ -23,7 +25,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// Generates a batch. `params[i]` is a dict with every `SamplingParams` field for `prompts[i]`.
-/// `decode(ids) -> str` enables text and stop strings. `observer(events)` is called once per
+/// `decode` enables text and stop strings: a native `Tokenizer` (decoded in Rust, special tokens
+/// skipped) or a callable `decode(ids) -> str`. `observer(events)` is called once per
 /// step with a list of event tuples `(request, step, token_id, logprob, text_delta,
 /// finish_reason, mode, trace_row)` and may return `[(request, "stop" | "switch"), ...]`.
 /// Returns one dict per prompt: token_ids, logprobs, top_logprobs, finish_reason, text, trace.
@@ -61,15 +64,18 @@ fn generate(
 
     // Python errors raised inside the callbacks, re-raised as they are once the loop has ended.
     let decode_error: Mutex<Option<PyErr>> = Mutex::new(None);
+    let text_decoder = decode.map(|d| TextDecoder::new(py, d));
     let decoder = |ids: &[u32]| -> rio_core::Result<String> {
-        let decode = decode.as_ref().expect("the decoder is only installed with a decode callable");
-        Python::attach(|py| decode.call1(py, (ids.to_vec(),))?.extract::<String>(py)).map_err(|e| {
-            let message = e.to_string();
-            *decode_error.lock().unwrap() = Some(e);
-            Error::value("decode", message)
-        })
+        match text_decoder.as_ref().expect("the decoder is only installed with a decode argument") {
+            TextDecoder::Native(tokenizer) => tokenizer.decode(ids, true),
+            TextDecoder::Python(decode) => Python::attach(|py| decode.call1(py, (ids.to_vec(),))?.extract::<String>(py)).map_err(|e| {
+                let message = e.to_string();
+                *decode_error.lock().unwrap() = Some(e);
+                Error::value("decode", message)
+            }),
+        }
     };
-    let options = GenerateOptions { eos_token_ids: None, decoder: decode.as_ref().map(|_| &decoder as _) };
+    let options = GenerateOptions { eos_token_ids: None, decoder: text_decoder.as_ref().map(|_| &decoder as _) };
     let mut observer = observer.map(|callback| PyObserver { callback, error: None });
     let result = py.detach(|| run_generate(lm, requests, &options, observer.as_mut().map(|o| o as &mut dyn Observer)));
     let outputs = match result {
@@ -80,6 +86,24 @@ fn generate(
         }
     };
     outputs.iter().map(|o| output_to_py(py, o)).collect()
+}
+
+/// What turns generated ids into text (text deltas and stop strings), twice per token.
+enum TextDecoder {
+    /// A native `rio_rt._rio_rt.Tokenizer`: decoded in Rust without taking the GIL back,
+    /// special tokens skipped.
+    Native(rio_tokenizer::Tokenizer),
+    /// Any other `decode(ids) -> str` callable, called with the GIL taken back.
+    Python(Py<PyAny>),
+}
+
+impl TextDecoder {
+    fn new(py: Python<'_>, decode: Py<PyAny>) -> TextDecoder {
+        match decode.bind(py).cast::<Tokenizer>() {
+            Ok(tokenizer) => TextDecoder::Native(tokenizer.get().inner.clone()),
+            Err(_) => TextDecoder::Python(decode),
+        }
+    }
 }
 
 /// The sampling defaults in the checkpoint's generation_config.json (None where it has none).

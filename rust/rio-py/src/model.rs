@@ -209,6 +209,15 @@ impl Model {
             (Some(_), Some(_)) => {
                 return Err(PyValueError::new_err("cache: a cache carries one sequence; pass 1-D ids or 2-D input_embeds with it"))
             }
+            // Only the last position kept: one batched run (projections and MoE over all rows).
+            (Some((_, len)), None) if !rows.is_empty() && (logits_to_keep == 1 || len == 1) => py
+                .detach(|| {
+                    let mut fresh: Vec<_> = rows.iter().map(|_| model.new_cache()).collect();
+                    let inputs: Vec<_> = rows.iter().map(Rows::input).collect();
+                    model.forward_batch(&inputs, &mut fresh.iter_mut().collect::<Vec<_>>())
+                })
+                .map_err(to_py)?,
+            // forward_batch returns last positions only; more kept positions run row by row.
             (Some(_), None) => py
                 .detach(|| {
                     rows.iter()

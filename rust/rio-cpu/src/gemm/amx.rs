@@ -7,8 +7,11 @@
 //!
 //! The weights stay where they are (mmap'd checkpoints); each group of 32 rows is staged into a
 //! small tile-ordered buffer (see [`Stage`]), copied a few lines per step while the tiles run
-//! on the previous group. Tails: activation rows and the last partial column step are zero-padded (in the
-//! packing and the stage); weight rows past the last group of 16 go to the `vdpbf16ps` kernel.
+//! on the previous group; with only one or two blocks of activation rows, where no A tile is
+//! used twice (and whole column steps), the tiles load straight from the weights instead (see
+//! [`tiles_direct`]). Tails: activation rows and the last partial column step are zero-padded
+//! (in the packing and the stage); weight rows past the last group of 16 go to the `vdpbf16ps`
+//! kernel.
 use std::arch::asm;
 
 use super::{avx512_bf16, MatRef};
@@ -176,6 +179,116 @@ pub(crate) unsafe fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: *mut f32, ldo:
 /// As [`matmul_nt`].
 pub(crate) unsafe fn matmul_nt_packed(x: MatRef<'_>, packed: &Packed, w: MatRef<'_>, out: *mut f32, ldo: usize) {
     let groups = w.rows / TILE_ROWS * TILE_ROWS;
+    if takes_direct(packed, x.cols) {
+        matmul_nt_direct(x, packed, w, out, ldo);
+    } else {
+        matmul_nt_staged(x, packed, w, out, ldo);
+    }
+    if groups < w.rows {
+        avx512_bf16::matmul_nt(x, w.rows_range(groups, w.rows - groups), out.add(groups), ldo);
+    }
+}
+
+/// Whether [`tiles_direct`] takes `packed` rows of `cols` columns: one or two blocks (a few
+/// tokens; an expert's rows in a short prefill) and whole column steps.
+pub(crate) fn takes_direct(packed: &Packed, cols: usize) -> bool {
+    packed.blocks() <= 2 && cols.is_multiple_of(TILE_K)
+}
+
+/// [`matmul_nt_packed`] through [`tiles_direct`].
+unsafe fn matmul_nt_direct(x: MatRef<'_>, packed: &Packed, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    let groups = w.rows / TILE_ROWS * TILE_ROWS;
+    let _tiles = Tiles::configure();
+    let group = |n0: usize| (n0 + TILE_ROWS <= groups).then(|| w.rows_range(n0, TILE_ROWS));
+    let mut n0 = 0;
+    while n0 < groups {
+        let two = n0 + 2 * TILE_ROWS <= groups;
+        let step = if two { 2 * TILE_ROWS } else { TILE_ROWS };
+        let next = [group(n0 + step), group(n0 + step + TILE_ROWS)];
+        tiles_direct(w.rows_range(n0, TILE_ROWS), two.then(|| w.rows_range(n0 + TILE_ROWS, TILE_ROWS)), packed, next, |b, c0, c1| {
+            let dst = out.add(b * TILE_ROWS * ldo + n0);
+            let rows = TILE_ROWS.min(x.rows - b * TILE_ROWS);
+            store_transposed(c0, dst, ldo, rows);
+            if two {
+                store_transposed(c1, dst.add(TILE_ROWS), ldo, rows);
+            }
+        });
+        n0 += step;
+    }
+}
+
+/// For `packed` rows that [`takes_direct`]: calls `sink(block, c0, c1)` with the C tiles of the
+/// 16 weight rows `a0` and, when given, the 16 rows `a1` (`c1` meaningless without). Each A tile
+/// is used once here, so it is loaded straight from the weights (rows a stride apart) rather
+/// than staged in tile order ([`Stage`]), which would only add a copy of every weight. As in the
+/// `vdpbf16ps` kernel, each step prefetches (into L2) the same columns of the groups in `next`
+/// (what the caller runs next): rows 4 KiB apart are separate streams the hardware would not fetch.
+/// Tiles must be configured on this thread.
+///
+/// # Safety
+/// AMX available; `a0`, `a1` and `next` bf16 with `packed`'s columns and a common row stride.
+pub(crate) unsafe fn tiles_direct(
+    a0: MatRef<'_>,
+    a1: Option<MatRef<'_>>,
+    packed: &Packed,
+    next: [Option<MatRef<'_>>; 2],
+    mut sink: impl FnMut(usize, &[f32; 256], &[f32; 256]),
+) {
+    debug_assert!(takes_direct(packed, a0.cols) && a1.is_none_or(|m| m.row_stride == a0.row_stride));
+    let lda = a0.row_stride * 2;
+    let two_b = packed.blocks() == 2;
+    let (b0, b1) = (packed.block(0), packed.block(if two_b { 1 } else { 0 }));
+    let prefetch = next.map(|g| g.map_or(std::ptr::null(), |m| m.as_ptr()));
+    let (p0, p1) = (a0.as_ptr(), a1.map_or(a0.as_ptr(), |m| m.as_ptr()));
+    let ksteps = packed.ksteps;
+    match (a1.is_some(), two_b) {
+        (true, true) => kloop_direct::<true, true>(p0, p1, lda, ksteps, b0, b1, prefetch),
+        (true, false) => kloop_direct::<true, false>(p0, p1, lda, ksteps, b0, b1, prefetch),
+        (false, true) => kloop_direct::<false, true>(p0, p1, lda, ksteps, b0, b1, prefetch),
+        (false, false) => kloop_direct::<false, false>(p0, p1, lda, ksteps, b0, b1, prefetch),
+    }
+    let mut c = CTiles([[0f32; 256]; 4]);
+    let cp = c.0.as_mut_ptr();
+    asm!(
+        "tilestored [{c0} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c0 = in(reg) cp, c1 = in(reg) cp.add(1), c2 = in(reg) cp.add(2), c3 = in(reg) cp.add(3),
+        s = in(reg) 64usize, options(nostack)
+    );
+    for b in 0..packed.blocks() {
+        sink(b, &c.0[b], &c.0[2 + b]);
+    }
+}
+
+/// C = A · B over every column step, A's lines `lda` bytes apart from `a0` (and `a1`),
+/// prefetching the same columns of the 16 rows at each non-null `prefetch` pointer.
+#[inline(always)]
+unsafe fn kloop_direct<const TWO_A: bool, const TWO_B: bool>(
+    a0: *const u8,
+    a1: *const u8,
+    lda: usize,
+    ksteps: usize,
+    b0: *const Line,
+    b1: *const Line,
+    prefetch: [*const u8; 2],
+) {
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    for s in 0..ksteps {
+        for p in prefetch.into_iter().filter(|p| !p.is_null()) {
+            for r in 0..TILE_ROWS {
+                asm!("prefetcht1 [{0}]", in(reg) p.add(r * lda + s * 64), options(nostack, readonly, preserves_flags));
+            }
+        }
+        let (t0, t1) = (a0.add(s * 64) as *const Line, a1.add(s * 64) as *const Line);
+        step::<TWO_A, TWO_B>(t0, t1, lda, b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
+    }
+}
+
+/// [`matmul_nt_packed`] on the row groups of `w`, staged (see [`Stage`]).
+unsafe fn matmul_nt_staged(x: MatRef<'_>, packed: &Packed, w: MatRef<'_>, out: *mut f32, ldo: usize) {
+    let groups = w.rows / TILE_ROWS * TILE_ROWS;
     let tiles_on = Tiles::configure();
     // Two row groups per pass, one in the last pass when their number is odd.
     let step_at = |n0: usize| if n0 + 2 * TILE_ROWS <= groups { 2 * TILE_ROWS } else { TILE_ROWS };
@@ -210,9 +323,6 @@ pub(crate) unsafe fn matmul_nt_packed(x: MatRef<'_>, packed: &Packed, w: MatRef<
         }
     });
     drop(tiles_on);
-    if groups < w.rows {
-        avx512_bf16::matmul_nt(x, w.rows_range(groups, w.rows - groups), out.add(groups), ldo);
-    }
 }
 
 /// Weight row groups copied into a tile-ordered buffer: tile (column step s, group g) is 16
@@ -415,14 +525,13 @@ unsafe fn kloop<const TWO_A: bool, const TWO_B: bool>(
     for s in 0..ksteps {
         next.advance(per_step);
         let a0 = a.add(s * groups * TILE_ROWS);
-        step::<TWO_A, TWO_B>(a0, a0.add(TILE_ROWS), b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
+        step::<TWO_A, TWO_B>(a0, a0.add(TILE_ROWS), 64, b0.add(s * TILE_ROWS), b1.add(s * TILE_ROWS));
     }
 }
 
-/// One 32-column step: C[g][b] += A[g] · B[b].
+/// One 32-column step: C[g][b] += A[g] · B[b], the lines of A tiles `lda` bytes apart.
 #[inline(always)]
-unsafe fn step<const TWO_A: bool, const TWO_B: bool>(a0: *const Line, a1: *const Line, b0: *const Line, b1: *const Line) {
-    let lda = 64usize;
+unsafe fn step<const TWO_A: bool, const TWO_B: bool>(a0: *const Line, a1: *const Line, lda: usize, b0: *const Line, b1: *const Line) {
     match (TWO_A, TWO_B) {
         (true, true) => asm!(
             "tileloadd tmm4, [{a0} + {lda}*1]",

@@ -11,6 +11,8 @@ use super::MatRef;
 const WIDE_WEIGHT_ROWS: usize = 8;
 const WEIGHT_ROWS: usize = 4;
 const ACT_ROWS: usize = 4;
+/// Weight rows ahead of the block whose columns are prefetched.
+const PREFETCH_ROWS: usize = 8;
 
 /// # Safety
 /// See [`super::matmul_nt_raw`]; both matrices bf16; needs AVX-512F/BW/BF16.
@@ -93,9 +95,10 @@ unsafe fn block<const MR: usize, const NR: usize>(
     let mut c = 0;
     while c < k {
         if prefetch {
-            // The same columns of the next NR rows; prefetches never fault, wrapping_add keeps
-            // the address arithmetic defined past the last row.
-            for j in 0..NR {
+            // The same columns of the next PREFETCH_ROWS rows (more than NR when NR is 4: the
+            // streams in flight, not the rows computed on, set the bandwidth); prefetches never
+            // fault, wrapping_add keeps the address arithmetic defined past the last row.
+            for j in 0..PREFETCH_ROWS {
                 _mm_prefetch::<_MM_HINT_T1>(w.wrapping_add((NR + j) * ldw + c) as *const i8);
             }
         }

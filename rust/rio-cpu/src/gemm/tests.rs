@@ -140,6 +140,29 @@ fn amx_staging_across_passes_of_one_and_two_row_groups_matches_the_reference() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+fn amx_tiles_loaded_straight_from_the_weights_match_the_reference() {
+    if !features::available_isas().contains(&Isa::Amx) {
+        return;
+    }
+    // One or two blocks of activation rows and whole column steps: the A tiles are loaded from
+    // the weight rows in place (strided, unaligned rows here), in passes of two row groups, one,
+    // and a tail of rows for the dot-product kernel.
+    let mut rng = Rng::new(19);
+    for &m in &[1usize, 8, 16, 17, 32] {
+        for &(n, k) in &[(16usize, 32usize), (48, 64), (112, 2048), (120, 96), (7, 64)] {
+            let (ldx, ldw, ldo) = (k + 3, k + 7, n + 3);
+            let xs = Data::random(DType::BF16, m * ldx, &mut rng);
+            let ws = Data::random(DType::BF16, n * ldw, &mut rng);
+            let (x, w) = (xs.mat(m, k, ldx), ws.mat(n, k, ldw));
+            let mut out = vec![f32::NAN; m * ldo];
+            unsafe { super::amx::matmul_nt(x, w, out.as_mut_ptr(), ldo) };
+            check(x, w, &out, ldo, 1e-5, &format!("amx direct M {m} N {n} K {k}"));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
 fn amx_packed_rows_beyond_one_chunk_match_the_reference() {
     if !features::available_isas().contains(&Isa::Amx) {
         return;

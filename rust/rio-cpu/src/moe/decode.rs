@@ -12,8 +12,9 @@
 //! (the one wait of the block). A down piece claimed before its gate/up pieces have finished
 //! (their thread was descheduled, say) is put aside and run once they have, while the thread
 //! claims on. A thread only ever waits for pieces another thread has claimed, and claimed pieces
-//! always finish, so a pool thread that never shows up costs time, never a deadlock. Each thread
-//! adds its down outputs into an accumulator of its own; the caller sums them.
+//! always finish, so a pool thread that never shows up costs time, never a deadlock. Down pieces
+//! write their rows' outputs to a buffer; the caller adds them to the tokens afterwards in the
+//! order the grouped path does, so the result is the same bit for bit, whichever thread ran what.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -33,9 +34,11 @@ use crate::scratch::{Plain, Scratch};
 /// where the pieces here would pack them per piece.
 pub(crate) const MAX_TOKENS: usize = 16;
 
-/// Weight bytes per piece: about 15 µs of one core's stream, so the last piece leaves the other
-/// thread idle briefly, while the claim (one atomic add) stays negligible.
-const PIECE_BYTES: usize = 256 << 10;
+/// Weight bytes per piece: about 70 µs of one core's stream. Measured on the 35B shape, 1 MiB
+/// pieces beat 256 KiB ones at 1 and 8 tokens (each kernel call starts its row streams cold,
+/// and each claim moves a shared counter between the cores), more than the longer wait for the
+/// last piece costs.
+const PIECE_BYTES: usize = 1 << 20;
 
 /// A unit of work. Its group is expert `e < E`, or `E`, the shared expert.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +47,7 @@ enum Piece {
     Router { n0: usize, len: usize },
     /// Activation features `f0..f0 + len` of a group.
     GateUp { group: usize, f0: usize, len: usize },
-    /// Output features `h0..h0 + len` of a group, added into the claiming thread's accumulator.
+    /// Output features `h0..h0 + len` of a group's rows.
     Down { group: usize, h0: usize, len: usize },
 }
 
@@ -123,7 +126,10 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
     // Every activation element is written by its gate/up piece before a down piece reads it.
     let mut act = Scratch::<A>::stale(t * config.top_k * inter);
     let mut shared_act = Scratch::<A>::stale(t * shared_inter);
-    let mut slots = Scratch::<f32>::stale(threads * t * h);
+    // Down outputs of every routed row (dispatch order) and of the shared expert's rows, combined
+    // after the region in a fixed order: the same sums, bit for bit, whichever thread ran what.
+    let mut ys = Scratch::<f32>::stale(t * config.top_k * h);
+    let mut shared_ys = Scratch::<f32>::stale(if shared.is_some() { t * h } else { 0 });
     let ctx = Ctx {
         isa,
         config,
@@ -143,13 +149,13 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
         router_pieces,
         next: Padded::default(),
         router_done: AtomicUsize::new(0),
-        joined: AtomicUsize::new(0),
         ready: (0..=e).map(|_| Padded::default()).collect(),
         plan: OnceLock::new(),
         logits: SyncPtr(logits.as_mut_ptr()),
         act: SyncPtr(act.as_mut_ptr()),
         shared_act: SyncPtr(shared_act.as_mut_ptr()),
-        slots: SyncPtr(slots.as_mut_ptr()),
+        ys: SyncPtr(ys.as_mut_ptr()),
+        shared_ys: SyncPtr(shared_ys.as_mut_ptr()),
     };
     // Spawned jobs rather than a broadcast: a job no other thread has taken when the caller's own
     // part ends runs on the caller (finding nothing left to claim), so a busy or descheduled
@@ -162,14 +168,21 @@ pub(crate) fn forward_with<A: RowElement + Element + Plain + Send + Sync>(
             ctx.participate();
         })
     });
-    let joined = ctx.joined.load(Ordering::Acquire);
-    match ctx.plan.into_inner() {
-        Some(Ok(_)) => {}
+    let plan = match ctx.plan.into_inner() {
+        Some(Ok(plan)) => plan,
         Some(Err(err)) => return Err(err),
         None => unreachable!("the last router piece publishes the plan"),
+    };
+    // As the grouped path adds them: each token's routed rows by rising expert, then the shared expert.
+    for (p, y) in ys.chunks_exact(h.max(1)).enumerate() {
+        let (token, w) = (plan.targets.token[p] as usize, plan.targets.weight[p]);
+        acc[token * h..][..h].iter_mut().zip(y).for_each(|(a, &v)| *a += w * v);
     }
-    for slot in slots.chunks_exact(t * h).take(joined) {
-        acc.iter_mut().zip(slot).for_each(|(a, &v)| *a += v);
+    if ctx.shared.is_some() {
+        for (token, y) in shared_ys.chunks_exact(h.max(1)).enumerate() {
+            let w = ctx.shared_gate.as_ref().map_or(1.0, |g| g[token]);
+            acc[token * h..][..h].iter_mut().zip(y).for_each(|(a, &v)| *a += w * v);
+        }
     }
     Ok(())
 }
@@ -231,16 +244,16 @@ struct Ctx<'a, A: Plain> {
     /// The next piece to claim (indices past `pre` continue into the plan's pieces).
     next: Padded,
     router_done: AtomicUsize,
-    /// Threads that entered, each owning the accumulator slot of its entry number.
-    joined: AtomicUsize,
     /// Finished gate/up pieces per group.
     ready: Vec<Padded>,
     plan: OnceLock<Result<Plan<A>>>,
-    /// logits [T, E]; act [T·k, I] in dispatch order; shared_act [T, I_s]; slots [threads, T, H].
+    /// logits [T, E]; act [T·k, I] and ys [T·k, H] in dispatch order; shared_act [T, I_s] and
+    /// shared_ys [T, H].
     logits: SyncPtr<f32>,
     act: SyncPtr<A>,
     shared_act: SyncPtr<A>,
-    slots: SyncPtr<f32>,
+    ys: SyncPtr<f32>,
+    shared_ys: SyncPtr<f32>,
 }
 
 // SAFETY: the raw pointers are written at disjoint elements (see each piece) and read only
@@ -249,21 +262,15 @@ unsafe impl<A: Plain + Sync> Sync for Ctx<'_, A> {}
 
 impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
     fn participate(&self) {
-        let slot = self.joined.fetch_add(1, Ordering::AcqRel);
-        let len = self.tokens * self.hidden;
-        // SAFETY: a call runs as many participants as it has slots, each entering once.
-        let acc = unsafe { std::slice::from_raw_parts_mut(self.slots.get().add(slot * len), len) };
-        acc.fill(0.0);
-        let (gu, down) = (self.sizes.gate_up, self.sizes.down_routed.max(self.sizes.down_shared));
-        // Gate and up outputs, then down outputs, of at most T rows (an expert gets a token once).
-        let mut tmp = Scratch::<f32>::stale(self.tokens * (2 * gu).max(down));
+        // Gate and up outputs of at most T rows (an expert gets a token once).
+        let mut tmp = Scratch::<f32>::stale(self.tokens * 2 * self.sizes.gate_up);
         // Down pieces claimed before their gate/up pieces finished: run once they have, while
         // claiming on, so a thread never idles on another that the OS has descheduled.
         let mut deferred: Vec<Piece> = Vec::new();
         let mut plan = None;
         loop {
             if !deferred.is_empty() {
-                deferred.retain(|&p| !self.is_ready(p) || !self.run(p, plan, &mut tmp, acc));
+                deferred.retain(|&p| !self.is_ready(p) || !self.run(p, plan, &mut tmp));
             }
             let i = self.next.0.fetch_add(1, Ordering::Relaxed);
             let piece = match self.pre.get(i) {
@@ -281,14 +288,14 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
                 deferred.push(piece);
                 continue;
             }
-            self.run(piece, plan, &mut tmp, acc);
+            self.run(piece, plan, &mut tmp);
             if matches!(piece, Piece::Router { .. }) && self.router_done.fetch_add(1, Ordering::AcqRel) + 1 == self.router_pieces {
                 let _ = self.plan.set(self.publish());
             }
         }
         for piece in deferred {
             wait_for(|| self.is_ready(piece).then_some(()));
-            self.run(piece, plan, &mut tmp, acc);
+            self.run(piece, plan, &mut tmp);
         }
     }
 
@@ -347,7 +354,7 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
     }
 
     /// Runs `piece` (which must be ready); returns true, for `retain`.
-    fn run(&self, piece: Piece, plan: Option<&Plan<A>>, tmp: &mut [f32], acc: &mut [f32]) -> bool {
+    fn run(&self, piece: Piece, plan: Option<&Plan<A>>, tmp: &mut [f32]) -> bool {
         match piece {
             Piece::Router { n0, len } => {
                 let e = self.sizes.experts;
@@ -384,18 +391,13 @@ impl<A: RowElement + Element + Plain + Send + Sync> Ctx<'_, A> {
                 // SAFETY: every gate/up piece of the group has finished (`is_ready`, acquired); no
                 // one writes these rows any more.
                 let act = unsafe { std::slice::from_raw_parts(act.get().add(first * inter) as *const A, rows * inter) };
-                let y = &mut tmp[..rows * len];
-                // SAFETY: y holds rows x len.
+                let ys = if group == self.sizes.experts { &self.shared_ys } else { &self.ys };
+                // SAFETY: columns h0..h0 + len of the group's rows of ys [rows, H] belong to this
+                // piece alone.
                 unsafe {
-                    gemm::matmul_nt_raw(self.isa, MatRef::from_slice(act, rows, inter), down.rows_range(h0, len), y.as_mut_ptr(), len)
+                    let y = ys.get().add(first * self.hidden + h0);
+                    gemm::matmul_nt_raw(self.isa, MatRef::from_slice(act, rows, inter), down.rows_range(h0, len), y, self.hidden)
                 };
-                for (r, yr) in y.chunks_exact(len).enumerate() {
-                    let (token, w) = match plan {
-                        Some(p) if group != self.sizes.experts => (p.targets.token[first + r] as usize, p.targets.weight[first + r]),
-                        _ => (r, self.shared_gate.as_ref().map_or(1.0, |g| g[r])),
-                    };
-                    acc[token * self.hidden + h0..][..len].iter_mut().zip(yr).for_each(|(a, &v)| *a += w * v);
-                }
             }
         }
         true

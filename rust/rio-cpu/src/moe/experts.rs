@@ -288,24 +288,35 @@ unsafe fn gate_up_block(
         const G: usize = 16;
         done = gate.rows / G * G;
         let _tiles = amx::Tiles::configure();
-        amx::Stage::with(|stage| {
-            let start = |stage: &mut amx::Stage, j0: usize| match j0 < done {
-                true => stage.start(&[gate.rows_range(j0, G), up.rows_range(j0, G)]),
-                false => amx::StageCopy::none(),
-            };
-            for blocks in p.chunks() {
-                let first = start(stage, 0);
-                // SAFETY (flip): each flip takes the copy started just before it.
-                let mut a = stage.flip(first);
-                for j0 in (0..done).step_by(G) {
-                    let mut next = start(stage, j0 + G);
-                    amx::tiles::<true>(a, p, blocks.clone(), &mut next, |b, cg, cu| {
-                        emit_tile(b * G, n0 + j0, cg, cu, G.min(x.rows - b * G))
-                    });
-                    a = stage.flip(next);
-                }
+        if amx::takes_direct(p, x.cols) && gate.row_stride == up.row_stride {
+            // A few rows: the gate and up tiles straight from the weights (see `tiles_direct`).
+            for j0 in (0..done).step_by(G) {
+                let more = j0 + 2 * G <= done;
+                let next = [more.then(|| gate.rows_range(j0 + G, G)), more.then(|| up.rows_range(j0 + G, G))];
+                amx::tiles_direct(gate.rows_range(j0, G), Some(up.rows_range(j0, G)), p, next, |b, cg, cu| {
+                    emit_tile(b * G, n0 + j0, cg, cu, G.min(x.rows - b * G))
+                });
             }
-        });
+        } else {
+            amx::Stage::with(|stage| {
+                let start = |stage: &mut amx::Stage, j0: usize| match j0 < done {
+                    true => stage.start(&[gate.rows_range(j0, G), up.rows_range(j0, G)]),
+                    false => amx::StageCopy::none(),
+                };
+                for blocks in p.chunks() {
+                    let first = start(stage, 0);
+                    // SAFETY (flip): each flip takes the copy started just before it.
+                    let mut a = stage.flip(first);
+                    for j0 in (0..done).step_by(G) {
+                        let mut next = start(stage, j0 + G);
+                        amx::tiles::<true>(a, p, blocks.clone(), &mut next, |b, cg, cu| {
+                            emit_tile(b * G, n0 + j0, cg, cu, G.min(x.rows - b * G))
+                        });
+                        a = stage.flip(next);
+                    }
+                }
+            });
+        }
     }
     let _ = (packed, &emit_tile);
     if done < gate.rows {

@@ -1,13 +1,19 @@
-//! Plain f32 kernels of the Qwen3.5-MoE token mixers (spec sections 2-4), one job per module:
+//! Plain kernels of the Qwen3.5-MoE token mixers (spec sections 2-4) and of latent reasoning,
+//! one job per module:
 //! - `norm`: RMSNorm with a zero-centred weight (`1 + w`), the gated RMSNorm of Gated DeltaNet,
 //!   and the L2 normalisation of its queries and keys;
 //! - `rope`: rotate-half RoPE on the first channels of a head;
 //! - `conv`: the causal depthwise conv1d + SiLU with a carried history;
 //! - `gated_delta`: the gated delta rule, one token of one value head at a time;
-//! - `attention`: causal grouped-query attention of new queries over a key/value cache.
+//! - `attention`: causal grouped-query attention of new queries over a key/value cache;
+//! - `soft_embedding`: softmax with entropy, and the probability-weighted mixes of embedding rows
+//!   that soft inputs are (swireasoning spec 1.1, 2.2).
 //!
-//! Every kernel computes in f32 as transformers does in its fp32 path; tests compare each with
-//! a plain float64 twin.
+//! Activations are f32 buffers. The kernels compute in f32 as transformers does in its fp32 path;
+//! for its bf16 dtype flow (qwen35moe spec section 9) some take a flag, or have a `_bf16` twin,
+//! that rounds to bf16 where transformers holds a bf16 tensor (attention probabilities and
+//! output, conv and SiLU outputs, the gated norm). `soft_embedding` reads `E` stored as f32,
+//! bf16 or f16. Tests compare each kernel with a plain float64 twin.
 pub mod attention;
 pub mod conv;
 pub mod gated_delta;

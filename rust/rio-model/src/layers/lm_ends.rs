@@ -37,6 +37,10 @@ impl LmEnds {
         Ok(LmEnds { vocab_size, hidden_size, precision: w.precision, norm: w.vector("norm.weight", &[h])?, embed_tokens, lm_head })
     }
 
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
     /// The embedding matrix `[V, H]` in the dtype the model holds it (the checkpoint's, or bf16
     /// when a bf16 computation converted it).
     pub fn table(&self) -> TensorRef<'_> {
@@ -94,11 +98,16 @@ impl LmEnds {
         self.lm_head.forward(last, self.precision)
     }
 
-    /// The logits of chosen rows `x[rows[b]]` of `x [T, H]`: the last row of each sequence in a
-    /// batch; `final_norm` as in [`LmEnds::logits`].
-    pub fn logits_of_rows(&self, x: &[f32], rows: &[usize], final_norm: impl Fn(&mut [f32], &[f32])) -> Vec<f32> {
+    /// The logits `[B, V]` of the last row of each sequence of a batch `x [N, H]` that holds
+    /// `lens[b]` rows of sequence b in turn; `final_norm` as in [`LmEnds::logits`].
+    pub fn logits_of_last_rows(&self, x: &[f32], lens: &[usize], final_norm: impl Fn(&mut [f32], &[f32])) -> Vec<f32> {
         let h = self.hidden_size;
-        let mut picked: Vec<f32> = rows.iter().flat_map(|&r| &x[r * h..(r + 1) * h]).copied().collect();
+        let mut picked = Vec::with_capacity(lens.len() * h);
+        let mut end = 0;
+        for &len in lens {
+            end += len;
+            picked.extend_from_slice(&x[(end - 1) * h..end * h]);
+        }
         final_norm(&mut picked, &self.norm);
         self.lm_head.forward(&picked, self.precision)
     }
