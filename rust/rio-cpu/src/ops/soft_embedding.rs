@@ -121,21 +121,6 @@ impl<'a> Embeddings<'a> {
         Ok(Embeddings { table, vocab, hidden })
     }
 
-    /// `acc += w · E[row]`.
-    #[inline]
-    fn axpy(&self, row: usize, w: f32, acc: &mut [f32]) {
-        fn go<T: FloatElement>(t: &[T], row: usize, h: usize, w: f32, acc: &mut [f32]) {
-            for (a, &e) in acc.iter_mut().zip(&t[row * h..(row + 1) * h]) {
-                *a += w * e.to_f32();
-            }
-        }
-        match self.table {
-            Table::F32(t) => go(t, row, self.hidden, w, acc),
-            Table::BF16(t) => go(t, row, self.hidden, w, acc),
-            Table::F16(t) => go(t, row, self.hidden, w, acc),
-        }
-    }
-
     fn row_norm(&self, row: usize) -> f32 {
         fn go<T: FloatElement>(t: &[T], row: usize, h: usize) -> f32 {
             t[row * h..(row + 1) * h].iter().map(|&e| e.to_f32() * e.to_f32()).sum::<f32>().sqrt()
@@ -163,9 +148,8 @@ impl<'a> Embeddings<'a> {
         let h = self.hidden;
         let partial = |chunk: &[usize]| {
             let mut acc = vec![0.0f32; h];
-            for &v in chunk {
-                self.axpy(v, weight(v), &mut acc);
-            }
+            let weighted: Vec<(usize, f32)> = chunk.iter().map(|&v| (v, weight(v))).collect();
+            self.accumulate(&weighted, &mut acc);
             acc
         };
         let sum = if rows.len() > ROWS_PER_TASK {
@@ -182,6 +166,65 @@ impl<'a> Embeddings<'a> {
             partial(rows)
         };
         out.copy_from_slice(&sum);
+    }
+
+    /// `acc += Σ w · E[row]` over `(row, w)` pairs, four rows per pass over `acc`. The table is
+    /// read once at memory speed only when the loop is vectorised, so the same code is compiled
+    /// for AVX-512 and AVX2 and picked at run time (the crate's baseline is plain x86-64).
+    fn accumulate(&self, weighted: &[(usize, f32)], acc: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::features::{active_isa, Isa};
+            if active_isa() >= Isa::Avx512 {
+                // SAFETY: the CPU has AVX-512F/BW (run-time detection behind `active_isa`).
+                return unsafe { self.accumulate_avx512(weighted, acc) };
+            }
+            if active_isa() >= Isa::Avx2 {
+                // SAFETY: the CPU has AVX2 and FMA (run-time detection behind `active_isa`).
+                return unsafe { self.accumulate_avx2(weighted, acc) };
+            }
+        }
+        self.accumulate_portable(weighted, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    unsafe fn accumulate_avx512(&self, weighted: &[(usize, f32)], acc: &mut [f32]) {
+        self.accumulate_portable(weighted, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn accumulate_avx2(&self, weighted: &[(usize, f32)], acc: &mut [f32]) {
+        self.accumulate_portable(weighted, acc)
+    }
+
+    #[inline(always)]
+    fn accumulate_portable(&self, weighted: &[(usize, f32)], acc: &mut [f32]) {
+        #[inline(always)]
+        fn go<T: Copy>(t: &[T], h: usize, weighted: &[(usize, f32)], acc: &mut [f32], to_f32: impl Fn(T) -> f32 + Copy) {
+            let mut quads = weighted.chunks_exact(4);
+            for q in &mut quads {
+                let r = |i: usize| &t[q[i].0 * h..(q[i].0 + 1) * h];
+                let (e0, e1, e2, e3) = (r(0), r(1), r(2), r(3));
+                let (w0, w1, w2, w3) = (q[0].1, q[1].1, q[2].1, q[3].1);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a += w0 * to_f32(e0[i]) + w1 * to_f32(e1[i]) + w2 * to_f32(e2[i]) + w3 * to_f32(e3[i]);
+                }
+            }
+            for &(v, w) in quads.remainder() {
+                for (a, &e) in acc.iter_mut().zip(&t[v * h..(v + 1) * h]) {
+                    *a += w * to_f32(e);
+                }
+            }
+        }
+        let h = self.hidden;
+        match self.table {
+            Table::F32(t) => go(t, h, weighted, acc, |e| e),
+            // bf16 → f32 is a 16-bit shift, written out so that it vectorises.
+            Table::BF16(t) => go(t, h, weighted, acc, |e: bf16| f32::from_bits((e.to_bits() as u32) << 16)),
+            Table::F16(t) => go(t, h, weighted, acc, |e: f16| e.to_f32()),
+        }
     }
 }
 
@@ -274,9 +317,8 @@ pub fn soft_embedding_topk(ids: &[u32], weights: &[f32], embeddings: &TensorRef<
         return Err(Error::value("ids", format!("token {bad} is outside the vocabulary of {}", e.vocab)));
     }
     out.fill(0.0);
-    for (&t, &w) in ids.iter().zip(weights) {
-        e.axpy(t as usize, w, out);
-    }
+    let weighted: Vec<(usize, f32)> = ids.iter().zip(weights).map(|(&t, &w)| (t as usize, w)).collect();
+    e.accumulate(&weighted, out);
     Ok(())
 }
 
@@ -291,9 +333,8 @@ pub fn blend_rows(out: &mut [f32], keep: f32, ids: &[u32], weights: &[f32], embe
         return Err(Error::value("ids", format!("token {bad} is outside the vocabulary of {}", e.vocab)));
     }
     out.iter_mut().for_each(|v| *v *= keep);
-    for (&t, &w) in ids.iter().zip(weights) {
-        e.axpy(t as usize, w, out);
-    }
+    let weighted: Vec<(usize, f32)> = ids.iter().zip(weights).map(|(&t, &w)| (t as usize, w)).collect();
+    e.accumulate(&weighted, out);
     Ok(())
 }
 
