@@ -8,6 +8,8 @@
 //! explicitly, for tests and benchmarks of the slower paths):
 //! - `amx`: bf16 · bf16 on AMX tiles (activations packed once per call), for M ≥ [`AMX_MIN_ROWS`];
 //! - `avx512_bf16`: bf16 · bf16 dot products with `vdpbf16ps` (the GEMV / few-token path);
+//! - `avx512_f32`: f32 · f32 as outer products over weights transposed once per call, for the
+//!   small fp32 GEMMs of the GDN chunk and attention prefill ([`matmul_nt_f32_outer`]);
 //! - `avx512`, `avx2`: rows widened to f32, then f32 FMA dot products (f16, bf16, f32 weights);
 //! - `portable`: plain Rust for every other case and other architectures.
 //!
@@ -26,6 +28,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+mod avx512_f32;
 mod portable;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -173,6 +177,22 @@ pub fn matmul_nt(x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
 pub fn matmul_nt_with(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
     check_shapes(x, w, out.len(), ldo);
     let isa = isa.min(features::detected().best_isa());
+    // SAFETY: shapes checked above.
+    unsafe { matmul_nt_raw(isa, x, w, out.as_mut_ptr(), ldo) }
+}
+
+/// f32 · f32 `x · wᵀ` on the calling thread for small products whose weights every row re-reads
+/// (the Gated DeltaNet chunk, attention prefill): outer products over `w` transposed once per
+/// call when AVX-512 is active, else [`matmul_nt_with`]. Each output is a sequential sum over k,
+/// so a row's result does not depend on how many rows the call has.
+pub fn matmul_nt_f32_outer(isa: Isa, x: MatRef<'_>, w: MatRef<'_>, out: &mut [f32], ldo: usize) {
+    check_shapes(x, w, out.len(), ldo);
+    let isa = isa.min(features::detected().best_isa());
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 && x.dtype == DType::F32 && w.dtype == DType::F32 && x.rows > 0 && w.rows > 0 {
+        // SAFETY: shapes checked above; AVX-512F is available.
+        return unsafe { avx512_f32::matmul_nt(x, w, out.as_mut_ptr(), ldo) };
+    }
     // SAFETY: shapes checked above.
     unsafe { matmul_nt_raw(isa, x, w, out.as_mut_ptr(), ldo) }
 }

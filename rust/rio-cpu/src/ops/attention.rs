@@ -72,7 +72,7 @@ const QUERY_BLOCK: usize = 128;
 /// [`causal_gqa`] for many queries: per (head, block of queries) task, the scores are one GEMM
 /// `Q Kᵀ`, the masked softmax runs over rows, and the output is one GEMM `P V`.
 fn blocked(q: &[f32], keys: &[f32], values: &[f32], (n_h, n_kv, d): (usize, usize, usize), bf16_probs: bool, out: &mut [f32]) {
-    use crate::gemm::{matmul_nt_with, MatRef, SyncPtr};
+    use crate::gemm::{matmul_nt_f32_outer, MatRef, SyncPtr};
     let t = q.len() / (n_h * d);
     let l = keys.len() / (n_kv * d);
     let past = l - t;
@@ -103,7 +103,7 @@ fn blocked(q: &[f32], keys: &[f32], values: &[f32], (n_h, n_kv, d): (usize, usiz
             let qm = MatRef::from_slice_strided(&q[(first * n_h + h) * d..], rows, d, n_h * d);
             let km = MatRef::from_slice_strided(&keys[kv * d..], visible, d, n_kv * d);
             let mut p = vec![0f32; rows * visible];
-            matmul_nt_with(isa, qm, km, &mut p, visible);
+            matmul_nt_f32_outer(isa, qm, km, &mut p, visible);
             let mut sums = vec![0f32; rows];
             for (r, (row, sum)) in p.chunks_exact_mut(visible).zip(sums.iter_mut()).enumerate() {
                 let seen = past + first + r + 1;
@@ -117,7 +117,7 @@ fn blocked(q: &[f32], keys: &[f32], values: &[f32], (n_h, n_kv, d): (usize, usiz
             }
             let mut o = vec![0f32; rows * d];
             let vm = MatRef::from_slice_strided(&vt[kv], d, visible, l);
-            matmul_nt_with(isa, MatRef::from_slice(&p, rows, visible), vm, &mut o, d);
+            matmul_nt_f32_outer(isa, MatRef::from_slice(&p, rows, visible), vm, &mut o, d);
             for (r, (orow, sum)) in o.chunks_exact(d).zip(&sums).enumerate() {
                 let inv = 1.0 / sum;
                 // SAFETY: task (h, block) writes only rows first..first+rows of head h.

@@ -4,7 +4,7 @@
 //! [`gated_delta_step`] runs it for one token (decode); [`gated_delta_chunked`] runs a sequence
 //! in chunks of [`CHUNK`] tokens (prefill, spec 3.2), which equals the recurrence up to rounding.
 
-use crate::gemm::{matmul_nt_with, MatRef};
+use crate::gemm::{matmul_nt_f32_outer, MatRef};
 
 /// Tokens per chunk, as in transformers' `torch_chunk_gated_delta_rule`.
 pub const CHUNK: usize = 64;
@@ -97,13 +97,31 @@ pub fn gated_delta_step(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], alph
 /// `Q S`, `(QKᵀ ⊙ Λ) V'`, `K̃ᵀ V'`) on the calling thread's SIMD kernels; only the forward
 /// substitution is a loop of row updates.
 pub fn gated_delta_chunked(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], out: &mut [f32]) {
+    // The row updates below are plain loops; compiled for AVX-512 they run 16 lanes wide (the
+    // crate's baseline is plain x86-64). Lane-wise, so the results are the same either way.
+    #[cfg(target_arch = "x86_64")]
+    if crate::features::active_isa() >= crate::features::Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512F (run-time detection behind `active_isa`).
+        return unsafe { gated_delta_chunked_avx512(state, q, k, v, g, beta, out) };
+    }
+    gated_delta_chunked_body(state, q, k, v, g, beta, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn gated_delta_chunked_avx512(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], out: &mut [f32]) {
+    gated_delta_chunked_body(state, q, k, v, g, beta, out)
+}
+
+#[inline(always)]
+fn gated_delta_chunked_body(state: &mut [f32], q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], out: &mut [f32]) {
     let t = g.len();
     let (dk, dv) = (k.len() / t.max(1), v.len() / t.max(1));
     assert!(beta.len() == t && q.len() == k.len() && k.len() == t * dk && out.len() == v.len() && state.len() == dk * dv);
     let isa = crate::features::active_isa();
     // `out[m, n] = Σ_c x[m, c] · w[n, c]` for row-major x [m, c], w [n, c].
     let mm = |x: &[f32], m: usize, w: &[f32], n: usize, c: usize, out: &mut [f32]| {
-        matmul_nt_with(isa, MatRef::from_slice(x, m, c), MatRef::from_slice(w, n, c), out, n)
+        matmul_nt_f32_outer(isa, MatRef::from_slice(x, m, c), MatRef::from_slice(w, n, c), out, n)
     };
     let transpose = |x: &[f32], rows: usize, cols: usize, out: &mut [f32]| {
         for (r, row) in x.chunks_exact(cols).take(rows).enumerate() {
