@@ -175,3 +175,46 @@ pub struct Dispatch {
     pub order: Vec<u32>,
     pub position: Vec<u32>,
 }
+
+/// Checks `top_k` against the number of experts.
+pub fn check_top_k(top_k: usize, num_experts: usize) -> Result<()> {
+    if top_k == 0 || top_k > num_experts {
+        return Err(Error::value("top_k", format!("must be in 1..={num_experts} (the number of experts), got {top_k}")));
+    }
+    Ok(())
+}
+
+/// The argument checks every backend's `moe_route` shares: `router [E, H]` and `x [T, H]` in a
+/// float dtype, `top_k` within E. Returns `(T, E)`.
+pub fn check_route_args(x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) -> Result<(usize, usize)> {
+    router.expect_dtype("router_weight", &[DType::BF16, DType::F16, DType::F32])?;
+    if router.ndim() != 2 {
+        return Err(Error::shape("router_weight", "(E, H)", router.shape()));
+    }
+    let (e, h) = (router.shape()[0], router.shape()[1]);
+    x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
+    x.expect_shape("x", &[None, Some(h)], "(T, H)")?;
+    check_top_k(config.top_k, e)?;
+    Ok((x.shape()[0], e))
+}
+
+/// The argument checks every backend's `grouped_gemm` shares: `x [S, K]`, experts' `[N, K]`
+/// matrices, `offsets` rising from 0 to S with one step per expert. Returns `(S, N, K)`.
+pub fn check_grouped_gemm_args(x: &TensorRef<'_>, weights: &[TensorRef<'_>], offsets: &[u32]) -> Result<(usize, usize, usize)> {
+    x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
+    let first = weights.first().ok_or_else(|| Error::value("weights", "needs at least one expert"))?;
+    if first.ndim() != 2 {
+        return Err(Error::shape("weights", "(E, N, K)", first.shape()));
+    }
+    let (n, k) = (first.shape()[0], first.shape()[1]);
+    x.expect_shape("x", &[None, Some(k)], "(S, K)")?;
+    let s = x.shape()[0];
+    if offsets.len() != weights.len() + 1
+        || offsets[0] != 0
+        || offsets.windows(2).any(|w| w[0] > w[1])
+        || offsets[weights.len()] as usize != s
+    {
+        return Err(Error::value("offsets", format!("must rise from 0 to {s} (the rows of x) in {} steps, one per expert", weights.len())));
+    }
+    Ok((s, n, k))
+}

@@ -1,6 +1,6 @@
 //! [`CpuBackend`]: the `Backend` trait on the CPU kernels.
-use rio_core::moe::{Dispatch, MoeWeights, RouterConfig, Routing};
-use rio_core::{Backend, DType, Error, Result, TensorMut, TensorRef};
+use rio_core::moe::{check_grouped_gemm_args, Dispatch, MoeWeights, RouterConfig, Routing};
+use rio_core::{Backend, Error, Result, TensorMut, TensorRef};
 
 use crate::gemm::MatRef;
 use crate::moe::{self, rows};
@@ -22,24 +22,8 @@ impl Backend for CpuBackend {
     }
 
     fn grouped_gemm(&self, x: &TensorRef<'_>, weights: &[TensorRef<'_>], offsets: &[u32], out: &mut TensorMut<'_>) -> Result<()> {
-        x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
-        let first = weights.first().ok_or_else(|| Error::value("weights", "needs at least one expert"))?;
-        if first.ndim() != 2 {
-            return Err(Error::shape("weights", "(E, N, K)", first.shape()));
-        }
-        let (n, k) = (first.shape()[0], first.shape()[1]);
-        x.expect_shape("x", &[None, Some(k)], "(S, K)")?;
-        let s = x.shape()[0];
-        if offsets.len() != weights.len() + 1
-            || offsets[0] != 0
-            || offsets.windows(2).any(|w| w[0] > w[1])
-            || offsets[weights.len()] as usize != s
-        {
-            return Err(Error::value(
-                "offsets",
-                format!("must rise from 0 to {s} (the rows of x) in {} steps, one per expert", weights.len()),
-            ));
-        }
+        let (s, n, k) = check_grouped_gemm_args(x, weights, offsets)?;
+        let first = &weights[0];
         rows::expect_output(out, "out", &[s, n])?;
         let mats = weights
             .iter()

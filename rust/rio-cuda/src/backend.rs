@@ -2,7 +2,7 @@
 //! runs on the device; `moe_forward` launches route, dispatch, expert GEMMs, shared expert and
 //! combine back to back on one stream with no host round trip in between.
 use cudarc::driver::sys;
-use rio_core::moe::{Dispatch, MoeWeights, RouterConfig, Routing};
+use rio_core::moe::{check_grouped_gemm_args, check_route_args, check_top_k, Dispatch, MoeWeights, RouterConfig, Routing};
 use rio_core::{Backend, DType, Error, Result, TensorMut, TensorRef};
 
 use crate::device::{gpu, params, Gpu};
@@ -86,13 +86,6 @@ fn dtype_suffix(d: DType) -> &'static str {
         DType::F16 => "f16",
         _ => "f32",
     }
-}
-
-fn check_top_k(top_k: usize, experts: usize) -> Result<()> {
-    if top_k == 0 || top_k > experts {
-        return Err(Error::value("top_k", format!("must be in 1..={experts} (the number of experts), got {top_k}")));
-    }
-    Ok(())
 }
 
 impl CudaBackend {
@@ -346,14 +339,7 @@ impl Backend for CudaBackend {
     }
 
     fn moe_route(&self, x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) -> Result<Routing> {
-        router.expect_dtype("router_weight", &[DType::BF16, DType::F16, DType::F32])?;
-        if router.ndim() != 2 {
-            return Err(Error::shape("router_weight", "(E, H)", router.shape()));
-        }
-        let (e, h) = (router.shape()[0], router.shape()[1]);
-        x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
-        x.expect_shape("x", &[None, Some(h)], "(T, H)")?;
-        check_top_k(config.top_k, e)?;
+        let (_, e) = check_route_args(x, router, config)?;
         Self::expect_device_dtype(x, "x", router.dtype())?;
         let t = x.shape()[0];
         if t == 0 {
@@ -398,25 +384,9 @@ impl Backend for CudaBackend {
     }
 
     fn grouped_gemm(&self, x: &TensorRef<'_>, weights: &[TensorRef<'_>], offsets: &[u32], out: &mut TensorMut<'_>) -> Result<()> {
-        x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
-        let first = weights.first().ok_or_else(|| Error::value("weights", "needs at least one expert"))?;
-        if first.ndim() != 2 {
-            return Err(Error::shape("weights", "(E, N, K)", first.shape()));
-        }
-        let (n, k) = (first.shape()[0], first.shape()[1]);
+        let (s, n, k) = check_grouped_gemm_args(x, weights, offsets)?;
+        let first = &weights[0];
         let dtype = first.dtype();
-        x.expect_shape("x", &[None, Some(k)], "(S, K)")?;
-        let s = x.shape()[0];
-        if offsets.len() != weights.len() + 1
-            || offsets[0] != 0
-            || offsets.windows(2).any(|w| w[0] > w[1])
-            || offsets[weights.len()] as usize != s
-        {
-            return Err(Error::value(
-                "offsets",
-                format!("must rise from 0 to {s} (the rows of x) in {} steps, one per expert", weights.len()),
-            ));
-        }
         out.as_ref().expect_shape("out", &[Some(s), Some(n)], "(S, N)")?;
         Self::expect_device_dtype(x, "x", dtype)?;
         let mats = weights

@@ -12,8 +12,9 @@ pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod swiglu_tile;
 
+pub use rio_core::moe::check_top_k;
 use rio_core::moe::{Dispatch, MoeWeights, RouterConfig, Routing};
-use rio_core::{bf16, DType, Element, Error, Result, TensorMut, TensorRef};
+use rio_core::{bf16, DType, Element, Result, TensorMut, TensorRef};
 
 use crate::gemm::MatRef;
 use crate::scratch::{Plain, Scratch};
@@ -97,14 +98,6 @@ fn add_experts<T: RowElement + Element + Plain + Send>(
         };
         let targets = combine::RowTargets::per_token(src.rows, gate);
         experts::swiglu_experts_rows(isa, xs, None, std::slice::from_ref(&shared.mats), &[0, src.rows as u32], &targets, acc);
-    }
-    Ok(())
-}
-
-/// Checks `top_k` against the number of experts.
-pub fn check_top_k(top_k: usize, num_experts: usize) -> Result<()> {
-    if top_k == 0 || top_k > num_experts {
-        return Err(Error::value("top_k", format!("must be in 1..={num_experts} (the number of experts), got {top_k}")));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Router (spec section 5): `logits = x · Wgᵀ` in the model dtype, softmax over all experts in
 //! fp32, top-k, renormalise the k weights.
-use rio_core::moe::{RouterConfig, Routing};
+use rio_core::moe::{check_route_args, RouterConfig, Routing};
 use rio_core::{bf16, f16, DType, Error, Result, TensorRef};
 
 use super::{check_top_k, compute_dtype, rows};
@@ -9,14 +9,7 @@ use crate::scratch::Scratch;
 
 /// Routes every row of `x [T, H]` through `router [E, H]`.
 pub fn route(x: &TensorRef<'_>, router: &TensorRef<'_>, config: RouterConfig) -> Result<Routing> {
-    router.expect_dtype("router_weight", &[DType::BF16, DType::F16, DType::F32])?;
-    if router.ndim() != 2 {
-        return Err(Error::shape("router_weight", "(E, H)", router.shape()));
-    }
-    let (e, h) = (router.shape()[0], router.shape()[1]);
-    x.expect_dtype("x", &[DType::BF16, DType::F16, DType::F32])?;
-    x.expect_shape("x", &[None, Some(h)], "(T, H)")?;
-    check_top_k(config.top_k, e)?;
+    let (_, e) = check_route_args(x, router, config)?;
     let t = x.shape()[0];
     let (mut bf16_rows, mut f32_rows) = (Scratch::stale(0), Scratch::stale(0));
     let xm = match compute_dtype(router.dtype()) {
