@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import rio_rt  # noqa: E402
+from tiny_models import transformers_greedy  # noqa: E402
 
 N_NEW = 40
 PROMPTS = [[11, 42, 7, 300, 21], [99], [3, 1, 4, 1, 5, 9, 2, 6, 53, 58, 97, 93, 23]]
@@ -35,21 +36,7 @@ def qwen3moe(tiny_qwen3moe):
 
 
 def hf_greedy(hf, prompt, n):
-    """transformers greedy decoding of exactly n tokens (no EOS stop) and its raw logits."""
-    # transformers falls back to the model's generation_config for a None eos_token_id, so the
-    # model's own is cleared for the call (the fixture is shared: restored after).
-    saved = hf.generation_config.eos_token_id
-    hf.generation_config.eos_token_id = None
-    try:
-        with torch.no_grad():
-            out = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, pad_token_id=0,
-                              return_dict_in_generate=True, output_logits=True)
-    finally:
-        hf.generation_config.eos_token_id = saved
-    tokens = out.sequences[0, len(prompt):].tolist()
-    assert len(tokens) == n
-    logits = torch.stack([step[0] for step in out.logits]).double()
-    return tokens, logits
+    return transformers_greedy(hf, prompt, n, with_logits=True)
 
 
 @pytest.mark.parametrize("which", ["qwen35", "qwen3moe"])

@@ -22,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 import rio_rt  # noqa: E402
 from tiny_models import QWEN35_TEXT_CONFIG as TEXT_CONFIG  # noqa: E402
 from tiny_models import randomise  # noqa: E402
+from tiny_models import transformers_greedy  # noqa: E402
 
 TOL = 1e-4
 PREFILL = 70  # crosses the 64-token GDN chunk boundary of transformers' chunked path
@@ -163,9 +164,7 @@ def test_greedy_decoding_with_the_cache_gives_transformers_tokens(checkpoints, l
     _, hf = checkpoints[kind]
     model = loaded[kind]
     prompt = _ids(12, seed=11)
-    with torch.no_grad():
-        want = hf.generate(torch.from_numpy(prompt)[None], max_new_tokens=32, min_new_tokens=32, do_sample=False,
-                           eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    want = transformers_greedy(hf, prompt.tolist(), 32)
     cache = model.new_cache()
     logits = model.forward(prompt, cache=cache, logits_to_keep=1)
     got = []

@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 import rio_rt  # noqa: E402
 from tiny_models import QWEN3MOE_CONFIG, randomise  # noqa: E402
+from tiny_models import transformers_greedy  # noqa: E402
 
 TOL = 1e-4
 VOCAB = QWEN3MOE_CONFIG["vocab_size"]
@@ -106,9 +107,7 @@ def test_cached_decode_steps_match_transformers_cache(checkpoints, name):
 def test_greedy_decoding_gives_transformers_tokens(checkpoints):
     _, hf, model = checkpoints["raw_topk"]
     prompt = _ids(8, seed=3)
-    with torch.no_grad():
-        want = hf.generate(torch.from_numpy(prompt)[None], max_new_tokens=32, min_new_tokens=32, do_sample=False,
-                           eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    want = transformers_greedy(hf, prompt.tolist(), 32)
     cache = model.new_cache()
     logits = model.forward(prompt, cache=cache, logits_to_keep=1)
     got = []

@@ -12,6 +12,7 @@ import rio_rt
 torch = pytest.importorskip("torch")
 import reference_reasoning as ref  # noqa: E402
 from reasoning_fixtures import END_THINK, PROMPTS, models, one_thread  # noqa: E402, F401 (fixtures)
+from tiny_models import transformers_greedy  # noqa: E402
 
 
 def horizon(hf) -> int:
@@ -43,12 +44,6 @@ def assert_same_run(res, want, label=""):
     assert res.finish_reason == want["finish"], label
 
 
-def _greedy(hf, prompt, n):
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
-
-
 @pytest.mark.parametrize("cfg", [dict(), dict(top_k=4, filter_top_k=0, top_p=0.8), dict(temperature=0.6, min_p=0.001)])
 def test_matches_reference_alone(models, cfg):
     model, hf = models
@@ -72,7 +67,7 @@ def test_batch_equals_reference_per_prompt(models):
 def test_t1_one_entry_concepts_are_greedy_cot(models, cfg):
     model, hf = models
     res = model.generate(PROMPTS[1], max_new_tokens=24, reasoning=soft(**cfg), trace=True, ignore_eos=True)
-    assert res.token_ids == _greedy(hf, PROMPTS[1], 24)
+    assert res.token_ids == transformers_greedy(hf, PROMPTS[1], 24)
     assert not any(res.trace.fed_soft)
 
 
@@ -119,7 +114,7 @@ def test_t5_thinking_is_deterministic_and_uses_no_randomness(models):
 def test_explicit_start_is_plain_decoding(models):
     model, hf = models
     res = model.generate(PROMPTS[1], max_new_tokens=16, reasoning=soft(start_explicit=True), trace=True, ignore_eos=True)
-    assert res.token_ids == _greedy(hf, PROMPTS[1], 16) and set(res.trace.mode) == {"explicit"}
+    assert res.token_ids == transformers_greedy(hf, PROMPTS[1], 16) and set(res.trace.mode) == {"explicit"}
 
 
 def test_noise_is_seeded(models):

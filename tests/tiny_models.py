@@ -62,3 +62,25 @@ def build_qwen3moe(folder: Path, seed: int = 3, **overrides):
     randomise(model, seed)
     model.save_pretrained(folder)
     return model
+
+
+def transformers_greedy(hf, prompt, n: int, with_logits: bool = False):
+    """transformers' greedy decoding of exactly ``n`` tokens after ``prompt`` (no EOS stop): the
+    new token ids, and with ``with_logits`` also their raw logits ``[n, V]`` in float64.
+
+    transformers falls back to the model's generation_config for a None ``eos_token_id``, so the
+    model's own is cleared for the call (session fixtures are shared: it is restored after)."""
+    import torch
+    saved = hf.generation_config.eos_token_id
+    hf.generation_config.eos_token_id = None
+    try:
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([list(prompt)]), do_sample=False, max_new_tokens=n, pad_token_id=0,
+                              return_dict_in_generate=True, output_logits=with_logits)
+    finally:
+        hf.generation_config.eos_token_id = saved
+    tokens = out.sequences[0, len(prompt):].tolist()
+    assert len(tokens) == n
+    if not with_logits:
+        return tokens
+    return tokens, torch.stack([step[0] for step in out.logits]).double()
