@@ -8,6 +8,7 @@ fn build(threads: usize) -> Arc<rayon::ThreadPool> {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("rio-cpu-{i}"))
+            .start_handler(|_| flush_denormals())
             .build()
             .expect("a thread pool of positive size always builds"),
     )
@@ -30,4 +31,23 @@ pub fn set_num_threads(threads: usize) {
 
 pub fn num_threads() -> usize {
     pool().current_num_threads()
+}
+
+/// Sets this thread's SSE/AVX control word to flush subnormal results to zero and treat subnormal
+/// inputs as zero. The Gated DeltaNet chunk's decays `exp(g_i - g_j)` and attention's masked
+/// exponentials reach the subnormal range (below 1.2e-38) on strongly decaying heads, where
+/// every x86 operation takes a ~100-cycle microcode assist: a 64-token chunk ran 4x slower.
+/// Values that small change no result at f32 precision.
+fn flush_denormals() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+        let mut csr = 0u32;
+        // SAFETY: reads and writes this thread's MXCSR only, keeping every other bit.
+        unsafe {
+            std::arch::asm!("stmxcsr [{0}]", in(reg) &mut csr, options(nostack));
+            csr |= FTZ_DAZ;
+            std::arch::asm!("ldmxcsr [{0}]", in(reg) &csr, options(nostack, readonly));
+        }
+    }
 }

@@ -16,6 +16,12 @@ mod reasoning;
 mod system;
 mod tokenizer;
 
+/// The extension's own allocations go through mimalloc, which keeps freed memory for reuse. glibc
+/// hands the per-thread arenas' freed pages back with `madvise` after each forward, and each such
+/// call interrupts every core for a TLB shootdown (costly in VMs): a 64-token prefill ran 10% faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _rio_rt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;

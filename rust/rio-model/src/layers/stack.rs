@@ -28,13 +28,13 @@ pub fn open_folder<C>(dir: &Path, dtype: &str, read_config: impl FnOnce(&Path) -
 /// final hidden rows `[N, H]` (before the final norm) and the row count of each input.
 /// `fits` says whether a cache was made for this model; `layer_forward` runs one layer over
 /// `x [N, H]` given the row counts and that layer's cache of each sequence.
-pub fn run_layers<L>(
+pub fn run_layers<L: Sync>(
     ends: &LmEnds,
     layers: &[L],
     inputs: &[Input<'_>],
     caches: &mut [&mut ModelCache],
     fits: impl Fn(&ModelCache) -> bool,
-    layer_forward: impl Fn(&L, &mut [f32], &[usize], Vec<&mut LayerCache>) -> Result<()>,
+    layer_forward: impl Fn(&L, &mut [f32], &[usize], Vec<&mut LayerCache>) -> Result<()> + Sync,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     if inputs.len() != caches.len() || inputs.is_empty() {
         return Err(Error::value("caches", format!("{} inputs need as many caches, got {}", inputs.len(), caches.len())));
@@ -50,9 +50,12 @@ pub fn run_layers<L>(
         lens.push(rows.len() / h);
         x.extend(rows);
     }
-    for (l, layer) in layers.iter().enumerate() {
-        layer_forward(layer, &mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
-    }
+    rio_cpu::threads::pool().install(|| -> Result<()> {
+        for (l, layer) in layers.iter().enumerate() {
+            layer_forward(layer, &mut x, &lens, caches.iter_mut().map(|c| &mut c.layers[l]).collect())?;
+        }
+        Ok(())
+    })?;
     for (cache, &len) in caches.iter_mut().zip(&lens) {
         cache.advance(len);
     }
